@@ -1,0 +1,220 @@
+//! The deb backend: mmdebstrap resolves and installs the package set.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Package, sources};
+use crate::treefile::Treefile;
+use crate::util::cmd::Cmd;
+
+/// Debian 12 unless the treefile names a suite.
+pub const DEFAULT_SUITE: &str = "bookworm";
+
+/// Everything mmdebstrap needs, derived from the treefile.
+pub struct DebBackend {
+    suite: String,
+    variant: String,
+    sources_text: String,
+    include: Vec<String>,
+    apt_opts: Vec<String>,
+    dpkg_opts: Vec<String>,
+}
+
+impl DebBackend {
+    pub fn new(tf: &Treefile) -> Result<Self> {
+        Self::with_host_apt(tf, Path::new("/etc/apt"))
+    }
+
+    pub fn with_host_apt(tf: &Treefile, etc_apt: &Path) -> Result<Self> {
+        let suite = tf.deb.suite.clone().unwrap_or_else(|| DEFAULT_SUITE.to_string());
+        let lines = sources::resolve(
+            &suite,
+            tf.deb.mirror.as_deref(),
+            tf.deb.components.as_deref(),
+            etc_apt,
+        )?;
+        Ok(DebBackend {
+            variant: tf.deb.variant.clone().unwrap_or_else(|| "minbase".into()),
+            sources_text: sources::render(&lines),
+            include: include_list(tf),
+            apt_opts: apt_opts(tf),
+            dpkg_opts: dpkg_opts(tf),
+            suite,
+        })
+    }
+
+    /// The mmdebstrap invocation shared by simulate and install.
+    fn base_cmd(&self) -> Cmd {
+        let mut c = Cmd::new("mmdebstrap")
+            .arg("--mode=root")
+            .arg(format!("--variant={}", self.variant))
+            .arg(format!("--include={}", self.include.join(",")));
+        for o in &self.apt_opts {
+            c = c.arg(format!("--aptopt={o}"));
+        }
+        for o in &self.dpkg_opts {
+            c = c.arg(format!("--dpkgopt={o}"));
+        }
+        c.stdin(self.sources_text.clone().into_bytes())
+    }
+
+    /// Resolve the package set without downloading or installing anything
+    /// (for the inputhash). Runs apt in simulate mode against the sources.
+    pub fn resolve(&self, scratch: &Path) -> Result<Vec<Package>> {
+        let target = scratch.join("simulate");
+        let out = self
+            .base_cmd()
+            .args(["--simulate", "--verbose"])
+            .arg(&self.suite)
+            .arg(&target)
+            .arg("-")
+            .output()
+            .context("resolving the package set (mmdebstrap --simulate)")?;
+        let _ = std::fs::remove_dir_all(&target);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        let pkgs = parse_simulated(&text);
+        if pkgs.is_empty() {
+            bail!("mmdebstrap --simulate resolved no packages; its output:\n{}", crate::util::cmd::tail(&text, 15));
+        }
+        Ok(pkgs)
+    }
+
+    /// Install into `rootfs` (which must not exist). Downloaded .debs are
+    /// synchronised with `debcache` when given, so a recompose downloads
+    /// nothing new.
+    pub fn install(&self, rootfs: &Path, debcache: Option<&Path>) -> Result<Vec<Package>> {
+        let mut c = self.base_cmd();
+        // Debian's kernel postinst would build a host-only initramfs that is
+        // both wrong and wasted time (~20 s): divert dracut's kernel hook to a
+        // name run-parts skips, and restore it after installation.
+        c = c
+            .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /etc/kernel/postinst.d/dracut.keelson-disabled --add /etc/kernel/postinst.d/dracut")
+            .arg("--customize-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /etc/kernel/postinst.d/dracut.keelson-disabled --remove /etc/kernel/postinst.d/dracut");
+        if let Some(cache) = debcache {
+            std::fs::create_dir_all(cache)
+                .with_context(|| format!("{}: cannot create the package cache", cache.display()))?;
+            let cache = cache.canonicalize()?;
+            c = c
+                .arg("--skip=essential/unlink")
+                .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
+                .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives/", cache.display()))
+                .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {}", cache.display()));
+        }
+        c.arg(&self.suite)
+            .arg(rootfs)
+            .arg("-")
+            .run()
+            .context("installing packages (mmdebstrap)")?;
+        installed_packages(rootfs)
+    }
+}
+
+/// `--include` entries: requested packages plus `name-` for every excluded
+/// one (apt's "do not install" marker, so a hard dependency on it fails
+/// loudly instead of silently pulling it in).
+fn include_list(tf: &Treefile) -> Vec<String> {
+    tf.packages
+        .iter()
+        .cloned()
+        .chain(tf.exclude_packages.iter().map(|p| format!("{p}-")))
+        .collect()
+}
+
+fn apt_opts(tf: &Treefile) -> Vec<String> {
+    vec![format!("Apt::Install-Recommends \"{}\"", tf.recommends)]
+}
+
+/// Documentation filters as dpkg path-excludes (copyright files stay: they
+/// are licences, not docs).
+fn dpkg_opts(tf: &Treefile) -> Vec<String> {
+    if tf.documentation {
+        return vec![];
+    }
+    [
+        "path-exclude=/usr/share/man/*",
+        "path-exclude=/usr/share/info/*",
+        "path-exclude=/usr/share/doc/*",
+        "path-include=/usr/share/doc/*/copyright",
+    ]
+    .into_iter()
+    .map(str::to_string)
+    .collect()
+}
+
+/// Parse apt's simulate lines: `Inst NAME (VERSION RELEASE [ARCH])`.
+/// mmdebstrap simulates essential and the rest separately, so names repeat.
+pub fn parse_simulated(text: &str) -> Vec<Package> {
+    let mut out: Vec<Package> = Vec::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("Inst ") else { continue };
+        let mut it = rest.splitn(2, ' ');
+        let (Some(name), Some(rest)) = (it.next(), it.next()) else { continue };
+        // Upgrades look like `Inst x [old] (new ...)`; skip the bracket.
+        let rest = match rest.find('(') {
+            Some(i) => &rest[i + 1..],
+            None => continue,
+        };
+        let version = rest.split_whitespace().next().unwrap_or("");
+        let arch = rest
+            .find('[')
+            .and_then(|i| rest[i + 1..].split(']').next())
+            .unwrap_or("");
+        if version.is_empty() || arch.is_empty() {
+            continue;
+        }
+        out.push(Package { name: name.into(), version: version.into(), arch: arch.into() });
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The packages dpkg says are installed in `rootfs`.
+pub fn installed_packages(rootfs: &Path) -> Result<Vec<Package>> {
+    let admindir: PathBuf = rootfs.join("var/lib/dpkg");
+    let out = Cmd::new("dpkg-query")
+        .arg(format!("--admindir={}", admindir.display()))
+        .args(["-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n"])
+        .run()
+        .context("listing installed packages")?;
+    let mut pkgs: Vec<Package> = out
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f.len() == 4 && f[0].starts_with("ii")).then(|| Package {
+                name: f[1].into(),
+                version: f[2].into(),
+                arch: f[3].into(),
+            })
+        })
+        .collect();
+    pkgs.sort();
+    Ok(pkgs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn simulated_lines() {
+        let text = "I: simulate...\n\
+            Inst libc6 (2.36-9+deb12u14 Debian:12.15/oldstable [amd64]) []\n\
+            Inst gcc-12-base (12.2.0-14+deb12u1 Debian:12.15/oldstable [amd64])\n\
+            Conf gcc-12-base (12.2.0-14+deb12u1 Debian:12.15/oldstable [amd64])\n\
+            Inst gcc-12-base (12.2.0-14+deb12u1 Debian:12.15/oldstable [amd64])\n\
+            Inst tzdata [2024a-0] (2025b-0+deb12u1 Debian-Security:12/oldstable-security [all])\n";
+        let p = parse_simulated(text);
+        let names: Vec<String> = p.iter().map(|p| p.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "gcc-12-base:amd64=12.2.0-14+deb12u1",
+                "libc6:amd64=2.36-9+deb12u14",
+                "tzdata:all=2025b-0+deb12u1"
+            ]
+        );
+    }
+}

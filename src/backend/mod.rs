@@ -1,0 +1,21 @@
+//! Package backends: turn a treefile's package set into a root filesystem.
+
+pub mod deb;
+pub mod sources;
+
+use std::fmt;
+
+/// An installed (or to-be-installed) package.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Package {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+}
+
+impl fmt::Display for Package {
+    /// apt's own syntax: `name:arch=version`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}={}", self.name, self.arch, self.version)
+    }
+}

@@ -1,0 +1,105 @@
+//! Writing the composed tree into an ostree repo through libostree: one
+//! transaction, the ref moved only when the commit is complete, explicit
+//! timestamp so equal inputs give an equal commit checksum.
+
+pub mod metadata;
+pub mod parallel;
+pub mod version;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use ostree::gio;
+use ostree::glib;
+use ostree::prelude::*;
+
+/// What the compose needs to know about the ref's current commit.
+#[derive(Debug, Default, Clone)]
+pub struct Previous {
+    pub checksum: String,
+    pub version: Option<String>,
+    pub inputhash: Option<String>,
+    pub timestamp: u64,
+    pub passwd: Option<String>,
+    pub group: Option<String>,
+}
+
+/// Open the repo at `path`, creating an archive repo if nothing is there.
+pub fn open_or_create(path: &Path) -> Result<ostree::Repo> {
+    let repo = ostree::Repo::new_for_path(path);
+    if path.join("config").exists() {
+        repo.open(gio::Cancellable::NONE)
+            .with_context(|| format!("{}: cannot open ostree repo", path.display()))?;
+    } else {
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("{}: cannot create repo directory", path.display()))?;
+        repo.create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
+            .with_context(|| format!("{}: cannot create archive repo", path.display()))?;
+    }
+    Ok(repo)
+}
+
+/// Open an existing repo read-only (for `--dry-run` and no-op checks).
+pub fn open_existing(path: &Path) -> Result<Option<ostree::Repo>> {
+    if !path.join("config").exists() {
+        return Ok(None);
+    }
+    let repo = ostree::Repo::new_for_path(path);
+    repo.open(gio::Cancellable::NONE)
+        .with_context(|| format!("{}: cannot open ostree repo", path.display()))?;
+    Ok(Some(repo))
+}
+
+fn read_text(root: &gio::File, path: &str) -> Option<String> {
+    let f = root.resolve_relative_path(path);
+    let (bytes, _) = f.load_contents(gio::Cancellable::NONE).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// The ref's current commit and what keelson recorded in it.
+pub fn previous(repo: &ostree::Repo, ref_: &str) -> Result<Option<Previous>> {
+    let Some(rev) = repo
+        .resolve_rev(ref_, true)
+        .with_context(|| format!("resolving ref {ref_}"))?
+    else {
+        return Ok(None);
+    };
+    let (commit, _) = repo.load_commit(&rev).with_context(|| format!("loading commit {rev}"))?;
+    let meta = glib::VariantDict::new(Some(&commit.child_value(0)));
+    let get = |k: &str| meta.lookup::<String>(k).ok().flatten();
+    let timestamp = u64::from_be(commit.child_value(5).get::<u64>().unwrap_or(0));
+    let (root, _) = repo.read_commit(&rev, gio::Cancellable::NONE)?;
+    Ok(Some(Previous {
+        checksum: rev.to_string(),
+        version: get("version"),
+        inputhash: get(metadata::INPUTHASH),
+        timestamp,
+        passwd: read_text(&root, "usr/etc/passwd"),
+        group: read_text(&root, "usr/etc/group"),
+    }))
+}
+
+/// Commit `rootfs` to `ref_` with `parent`; returns the new checksum.
+/// Any failure aborts the transaction: the ref is left as it was.
+pub fn write(
+    repo: &ostree::Repo,
+    ref_: &str,
+    parent: Option<&str>,
+    rootfs: &Path,
+    metadata: &glib::Variant,
+    subject: &str,
+    timestamp: u64,
+    threads: usize,
+) -> Result<String> {
+    let tx = repo.auto_transaction(gio::Cancellable::NONE).context("starting transaction")?;
+    let mtree = parallel::write_tree(repo, rootfs, threads)
+        .with_context(|| format!("writing {} into the repo", rootfs.display()))?;
+    let root = repo.write_mtree(&mtree, gio::Cancellable::NONE).context("writing the tree")?;
+    let root = root.downcast::<ostree::RepoFile>().expect("write_mtree returns a RepoFile");
+    let checksum = repo
+        .write_commit_with_time(parent, Some(subject), None, Some(metadata), &root, timestamp, gio::Cancellable::NONE)
+        .context("writing the commit object")?;
+    repo.transaction_set_ref(None, ref_, Some(&checksum));
+    tx.commit(gio::Cancellable::NONE).context("committing the transaction")?;
+    Ok(checksum.to_string())
+}

@@ -1,0 +1,69 @@
+//! The compose inputhash: SHA-256 over everything that decides the tree.
+//!
+//! Covered: the canonical flattened treefile, the bytes of every file it
+//! references, the resolved package set, and keelson's own embedded parts
+//! (the agent binary and dracut module land in the tree, so a new keelson
+//! must give a new commit). Each part is length-prefixed and labelled so
+//! that moving bytes between parts changes the hash.
+
+use sha2::{Digest, Sha256};
+
+use crate::backend::Package;
+
+/// One labelled input blob (a referenced file, the agent binary, ...).
+pub struct Blob<'a> {
+    pub label: &'a str,
+    pub bytes: &'a [u8],
+}
+
+pub fn inputhash(treefile_json: &str, blobs: &[Blob<'_>], packages: &[Package]) -> String {
+    let mut h = Sha256::new();
+    let mut part = |label: &str, bytes: &[u8]| {
+        h.update((label.len() as u64).to_le_bytes());
+        h.update(label.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part("treefile", treefile_json.as_bytes());
+    for b in blobs {
+        part(&format!("file:{}", b.label), b.bytes);
+    }
+    let mut pkgs: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
+    pkgs.sort();
+    part("packages", pkgs.join("\n").as_bytes());
+    hex::encode(h.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(n: &str, v: &str) -> Package {
+        Package { name: n.into(), version: v.into(), arch: "amd64".into() }
+    }
+
+    #[test]
+    fn every_input_changes_the_hash() {
+        let base = inputhash("{}", &[Blob { label: "a", bytes: b"x" }], &[pkg("p", "1")]);
+        assert_eq!(base.len(), 64);
+        let variants = [
+            inputhash("{ }", &[Blob { label: "a", bytes: b"x" }], &[pkg("p", "1")]),
+            inputhash("{}", &[Blob { label: "a", bytes: b"y" }], &[pkg("p", "1")]),
+            inputhash("{}", &[Blob { label: "b", bytes: b"x" }], &[pkg("p", "1")]),
+            inputhash("{}", &[Blob { label: "a", bytes: b"x" }], &[pkg("p", "2")]),
+            inputhash("{}", &[], &[pkg("p", "1")]),
+            // bytes moved from the label into the content
+            inputhash("{}", &[Blob { label: "", bytes: b"ax" }], &[pkg("p", "1")]),
+        ];
+        for (i, v) in variants.iter().enumerate() {
+            assert_ne!(&base, v, "variant {i}");
+        }
+    }
+
+    #[test]
+    fn package_order_does_not_matter() {
+        let a = inputhash("{}", &[], &[pkg("a", "1"), pkg("b", "1")]);
+        let b = inputhash("{}", &[], &[pkg("b", "1"), pkg("a", "1")]);
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,12 @@
+//! keelson: immutable-OS image builder (build side) and node agent (node side).
+//!
+//! Flow is one way: treefile → backend → postprocess → commit. The node-side
+//! modules (added later) must not import the build-side ones.
+
+pub mod backend;
+pub mod commit;
+pub mod compose;
+pub mod inputhash;
+pub mod postprocess;
+pub mod treefile;
+pub mod util;

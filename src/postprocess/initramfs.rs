@@ -1,0 +1,47 @@
+//! The initramfs, built by dracut inside the tree (so it matches the tree's
+//! kernel, systemd and ostree), generic rather than host-only, with
+//! ostree's module and keelson's own from `dracut/` (embedded in the binary).
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use anyhow::{Context, Result};
+
+use super::{Ctx, sandbox};
+
+/// keelson's dracut module and config, as shipped in the repo's `dracut/`.
+const MODULE_FILES: &[(&str, &str, u32)] = &[
+    (
+        "usr/lib/dracut/modules.d/50keelson/module-setup.sh",
+        include_str!("../../dracut/50keelson/module-setup.sh"),
+        0o755,
+    ),
+    (
+        "usr/lib/dracut/dracut.conf.d/50-keelson.conf",
+        include_str!("../../dracut/keelson.conf"),
+        0o644,
+    ),
+];
+
+pub fn install_module(ctx: &Ctx) -> Result<()> {
+    for (path, text, mode) in MODULE_FILES {
+        let p = ctx.root.join(path);
+        fs::create_dir_all(p.parent().expect("has parent"))?;
+        fs::write(&p, text).with_context(|| format!("{}: cannot write", p.display()))?;
+        fs::set_permissions(&p, fs::Permissions::from_mode(*mode))?;
+    }
+    Ok(())
+}
+
+pub fn build(ctx: &Ctx) -> Result<()> {
+    let kver = super::kernel_version(ctx.root)?;
+    let out = format!("/usr/lib/modules/{kver}/initramfs.img");
+    let mut argv: Vec<&str> = vec!["dracut", "--force", "--reproducible", "--no-hostonly"];
+    argv.extend(ctx.tf.initramfs_args.iter().map(String::as_str));
+    argv.extend([out.as_str(), kver.as_str()]);
+    sandbox::run(ctx.root, &argv, ctx.source_date_epoch)
+        .context("initramfs-args: dracut failed inside the tree")?;
+    let img = ctx.root.join(out.trim_start_matches('/'));
+    fs::set_permissions(&img, fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! Steps that give the tree ostree's layout: kernel placement, /etc and
+//! /var handling, the dpkg database under /usr, top-level links.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use super::{Ctx, users, var};
+use crate::treefile::CheckPasswdKind;
+use crate::util::fsutil::{empty_dir, remove_any, symlink_replace};
+
+/// Where the dpkg database travels with /usr.
+pub const DPKG_DB: &str = "usr/lib/sysimage/dpkg";
+
+/// mmdebstrap leaves device nodes in /dev and runtime files elsewhere;
+/// ostree refuses device nodes, and none of it belongs in an image.
+pub fn clean_pseudo_fs(ctx: &Ctx) -> Result<()> {
+    for d in ["dev", "proc", "sys", "run", "tmp"] {
+        empty_dir(&ctx.root.join(d))?;
+    }
+    Ok(())
+}
+
+/// Every image carries the keelson binary itself as the node agent.
+pub fn embed_agent(ctx: &Ctx) -> Result<()> {
+    let dst = ctx.root.join("usr/bin/keelson");
+    fs::copy(&ctx.agent, &dst).with_context(|| {
+        format!("copying the node agent {} to {}", ctx.agent.display(), dst.display())
+    })?;
+    fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// Secrets and identities every node would otherwise share; they are
+/// created on first boot (machine-id by systemd, host keys by the
+/// keygen unit the base treefile ships).
+pub fn remove_machine_secrets(ctx: &Ctx) -> Result<()> {
+    let r = ctx.root;
+    if let Ok(rd) = fs::read_dir(r.join("etc/ssh")) {
+        for e in rd {
+            let p = e?.path();
+            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ssh_host_")) {
+                remove_any(&p)?;
+            }
+        }
+    }
+    for p in ["var/lib/systemd/random-seed", "var/lib/dbus/machine-id", "etc/ssl/private/ssl-cert-snakeoil.key"] {
+        remove_any(&r.join(p))?;
+    }
+    let mid = r.join("etc/machine-id");
+    if ctx.tf.machineid_compat {
+        // An empty file: systemd treats it as "first boot" and fills it.
+        fs::write(&mid, "").with_context(|| format!("{}: cannot write", mid.display()))?;
+        fs::set_permissions(&mid, fs::Permissions::from_mode(0o444))?;
+    } else {
+        remove_any(&mid)?;
+    }
+    Ok(())
+}
+
+/// Debian puts the kernel in /boot; ostree wants
+/// /usr/lib/modules/K/vmlinuz. /boot must end up empty.
+pub fn move_kernel(ctx: &Ctx) -> Result<()> {
+    let r = ctx.root;
+    let kver = super::kernel_version(r)?;
+    let moddir = r.join("usr/lib/modules").join(&kver);
+    let boot = r.join("boot");
+    let src = boot.join(format!("vmlinuz-{kver}"));
+    if !src.exists() {
+        bail!("{}: kernel image missing for modules {kver}", src.display());
+    }
+    fs::rename(&src, moddir.join("vmlinuz")).context("moving the kernel")?;
+    for (from, to) in [("config", "config"), ("System.map", "System.map")] {
+        let f = boot.join(format!("{from}-{kver}"));
+        if f.exists() {
+            fs::rename(&f, moddir.join(to))?;
+        }
+    }
+    empty_dir(&boot)?;
+    for link in ["vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"] {
+        remove_any(&r.join(link))?;
+    }
+    Ok(())
+}
+
+/// sysusers.d for system accounts, and the uid/gid check against the
+/// previous commit.
+pub fn sysusers(ctx: &Ctx) -> Result<()> {
+    let r = ctx.root;
+    let read = |p: &str| {
+        fs::read_to_string(r.join(p)).with_context(|| format!("{p}: cannot read in the tree"))
+    };
+    let passwd = users::parse_passwd("etc/passwd", &read("etc/passwd")?)?;
+    let group = users::parse_group("etc/group", &read("etc/group")?)?;
+    if ctx.tf.check_passwd == CheckPasswdKind::Previous
+        && let Some(prev) = &ctx.previous_passwd
+    {
+        let prev = users::parse_passwd("previous commit usr/etc/passwd", prev)?;
+        users::check_ids(
+            "check-passwd",
+            "user",
+            &users::user_ids(&prev),
+            &users::user_ids(&passwd),
+            &ctx.tf.ignore_removed_users,
+        )?;
+    }
+    if ctx.tf.check_groups == CheckPasswdKind::Previous
+        && let Some(prev) = &ctx.previous_group
+    {
+        let prev = users::parse_group("previous commit usr/etc/group", prev)?;
+        users::check_ids(
+            "check-groups",
+            "group",
+            &users::group_ids(&prev),
+            &users::group_ids(&group),
+            &ctx.tf.ignore_removed_groups,
+        )?;
+    }
+    let dir = r.join("usr/lib/sysusers.d");
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join("keelson-compose.conf"), users::render_sysusers(&passwd, &group))?;
+    Ok(())
+}
+
+/// The dpkg database must travel with /usr (it describes /usr); /var keeps
+/// a link to it.
+pub fn dpkg_to_usr(ctx: &Ctx) -> Result<()> {
+    let src = ctx.root.join("var/lib/dpkg");
+    let dst = ctx.root.join(DPKG_DB);
+    fs::create_dir_all(dst.parent().expect("has parent"))?;
+    fs::rename(&src, &dst)
+        .with_context(|| format!("moving {} to {}", src.display(), dst.display()))?;
+    // Lock files are runtime state.
+    for f in ["lock", "lock-frontend", "triggers/Lock"] {
+        remove_any(&dst.join(f))?;
+    }
+    Ok(())
+}
+
+fn id_names(root: &Path) -> Result<(BTreeMap<u32, String>, BTreeMap<u32, String>)> {
+    let passwd = fs::read_to_string(root.join("etc/passwd")).context("etc/passwd")?;
+    let group = fs::read_to_string(root.join("etc/group")).context("etc/group")?;
+    let u = users::parse_passwd("etc/passwd", &passwd)?.into_iter().map(|u| (u.uid, u.name)).collect();
+    let g = users::parse_group("etc/group", &group)?.into_iter().map(|g| (g.gid, g.name)).collect();
+    Ok((u, g))
+}
+
+/// Express /var as tmpfiles.d and empty it (ostree 2022.7 ignores /var at
+/// deploy). Regular files are kept in /usr/share/factory and copied at boot.
+pub fn var_to_tmpfiles(ctx: &Ctx) -> Result<()> {
+    let r = ctx.root;
+    let (unames, gnames) = id_names(r)?;
+    let entries = var::collect(r, &unames, &gnames)?;
+    let declared = var::declared_paths(r)?;
+    for e in entries.iter().filter(|e| e.kind == var::Kind::File) {
+        let src = r.join(e.path.trim_start_matches('/'));
+        let dst = r.join(var::FACTORY.trim_start_matches('/')).join(e.path.trim_start_matches('/'));
+        fs::create_dir_all(dst.parent().expect("has parent"))?;
+        fs::copy(&src, &dst).with_context(|| format!("copying {} to the factory", src.display()))?;
+    }
+    let mut text = var::render(&entries, &declared);
+    // The links and homes ostree's layout points into /var.
+    text.push_str(&format!(
+        "L /var/lib/dpkg - - - - ../../{DPKG_DB}\n\
+         d /var/home 0755 root root - -\n\
+         d /var/roothome 0700 root root - -\n\
+         d /var/srv 0755 root root - -\n\
+         d /var/mnt 0755 root root - -\n\
+         d /var/opt 0755 root root - -\n\
+         d /var/usrlocal 0755 root root - -\n"
+    ));
+    let dir = r.join("usr/lib/tmpfiles.d");
+    fs::create_dir_all(&dir)?;
+    fs::write(dir.join("keelson-var.conf"), text)?;
+    empty_dir(&r.join("var"))?;
+    Ok(())
+}
+
+/// ostree 3-way merges /usr/etc into /etc at deploy.
+pub fn etc_to_usr_etc(ctx: &Ctx) -> Result<()> {
+    let (src, dst) = (ctx.root.join("etc"), ctx.root.join("usr/etc"));
+    if dst.exists() {
+        bail!("{}: already exists; the tree must not ship /usr/etc itself", dst.display());
+    }
+    fs::rename(&src, &dst).context("moving /etc to /usr/etc")
+}
+
+/// The links of ostree's layout. Directories that should be links must be
+/// empty: content there would be silently hidden on the node.
+pub fn toplevel_links(ctx: &Ctx) -> Result<()> {
+    let r = ctx.root;
+    let mut links = vec![
+        ("home", "var/home"),
+        ("srv", "var/srv"),
+        ("mnt", "var/mnt"),
+        ("opt", "var/opt"),
+        ("media", "run/media"),
+        ("ostree", "sysroot/ostree"),
+    ];
+    if !ctx.tf.tmp_is_dir {
+        links.push(("tmp", "sysroot/tmp"));
+    }
+    for (name, target) in links {
+        let p = r.join(name);
+        if p.is_dir() && !p.is_symlink() && fs::read_dir(&p)?.next().is_some() {
+            bail!("/{name} is not empty in the tree, but becomes a link to /{target} on the node; move that content under /usr");
+        }
+        symlink_replace(target, &p)?;
+    }
+    // /root holds only skeleton dotfiles; root's home is /var/roothome.
+    symlink_replace("var/roothome", &r.join("root"))?;
+    for d in ["sysroot", "boot", "var"] {
+        let p = r.join(d);
+        fs::create_dir_all(&p)?;
+        empty_dir(&p)?;
+    }
+    if ctx.tf.tmp_is_dir {
+        let tmp = r.join("tmp");
+        fs::create_dir_all(&tmp)?;
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777))?;
+    }
+    Ok(())
+}

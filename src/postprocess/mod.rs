@@ -1,0 +1,84 @@
+//! Making an installed root filesystem ostree-shaped: a flat, ordered list
+//! of steps, each a function over the rootfs directory (DESIGN §3).
+//!
+//! The order matters: treefile steps and scripts see a normal Debian layout;
+//! the initramfs is built before /var is emptied; /etc moves last.
+
+pub mod initramfs;
+pub mod layout;
+pub mod sandbox;
+pub mod treefile_steps;
+pub mod users;
+pub mod var;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::treefile::Treefile;
+
+/// What the steps need besides the rootfs.
+pub struct Ctx<'a> {
+    pub root: &'a Path,
+    pub tf: &'a Treefile,
+    /// The version this commit will carry (for `mutate-os-release`).
+    pub version: Option<String>,
+    /// `/usr/etc/passwd` and `/usr/etc/group` of the previous commit.
+    pub previous_passwd: Option<String>,
+    pub previous_group: Option<String>,
+    /// The keelson binary to embed as the node agent.
+    pub agent: PathBuf,
+    /// SOURCE_DATE_EPOCH for reproducible output.
+    pub source_date_epoch: i64,
+}
+
+type Step = fn(&Ctx) -> Result<()>;
+
+/// The steps, in order, with the names used in logs and errors.
+pub const STEPS: &[(&str, Step)] = &[
+    ("clean pseudo filesystems", layout::clean_pseudo_fs),
+    ("embed node agent", layout::embed_agent),
+    ("install dracut module", initramfs::install_module),
+    ("add-files", treefile_steps::add_files),
+    ("remove-from-packages", treefile_steps::remove_from_packages),
+    ("units", treefile_steps::enable_units),
+    ("default-target", treefile_steps::default_target),
+    ("postprocess scripts", treefile_steps::run_scripts),
+    ("remove-files", treefile_steps::remove_files),
+    ("mutate-os-release", treefile_steps::mutate_os_release),
+    ("remove machine secrets", layout::remove_machine_secrets),
+    ("kernel to /usr/lib/modules", layout::move_kernel),
+    ("initramfs (dracut)", initramfs::build),
+    ("sysusers.d for system users", layout::sysusers),
+    ("dpkg database to /usr", layout::dpkg_to_usr),
+    ("/var to tmpfiles.d", layout::var_to_tmpfiles),
+    ("/etc to /usr/etc", layout::etc_to_usr_etc),
+    ("ostree top-level links", layout::toplevel_links),
+    ("readonly-executables", treefile_steps::readonly_executables),
+];
+
+/// Run every step; the error names the step that failed.
+pub fn run(ctx: &Ctx) -> Result<()> {
+    for (name, step) in STEPS {
+        crate::util::progress::step(&format!("postprocess: {name}"), || step(ctx))
+            .with_context(|| format!("postprocess step '{name}'"))?;
+    }
+    Ok(())
+}
+
+/// The kernel version of the tree: the single directory in /usr/lib/modules.
+pub fn kernel_version(root: &Path) -> Result<String> {
+    let dir = root.join("usr/lib/modules");
+    let mut versions: Vec<String> = std::fs::read_dir(&dir)
+        .with_context(|| format!("{}: no kernel modules directory (is a kernel package in `packages`?)", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    versions.sort();
+    match versions.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => anyhow::bail!("packages: no kernel installed ({} is empty)", dir.display()),
+        many => anyhow::bail!("packages: more than one kernel installed: {}", many.join(", ")),
+    }
+}

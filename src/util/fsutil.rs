@@ -1,0 +1,82 @@
+//! Filesystem helpers that keep the "nothing half-written" rule.
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+/// Write `bytes` to `path` through a temporary file in the same directory
+/// and a rename, so readers see the old content or the new, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("{}: cannot write", path.display()))?;
+    tmp.as_file().sync_all().ok();
+    tmp.persist(path)
+        .with_context(|| format!("{}: cannot rename into place", path.display()))?;
+    Ok(())
+}
+
+/// Remove everything inside `dir` but keep `dir` itself.
+pub fn empty_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    for entry in fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))? {
+        let p = entry?.path();
+        let meta = fs::symlink_metadata(&p)?;
+        if meta.is_dir() {
+            fs::remove_dir_all(&p)
+        } else {
+            fs::remove_file(&p)
+        }
+        .with_context(|| format!("{}: cannot remove", p.display()))?;
+    }
+    Ok(())
+}
+
+/// Remove a file, link or tree if it exists.
+pub fn remove_any(p: &Path) -> Result<()> {
+    match fs::symlink_metadata(p) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => {
+            fs::remove_dir_all(p).with_context(|| format!("{}: cannot remove", p.display()))
+        }
+        Ok(_) => fs::remove_file(p).with_context(|| format!("{}: cannot remove", p.display())),
+    }
+}
+
+/// Create a symlink, replacing whatever is at `link`.
+pub fn symlink_replace(target: &str, link: &Path) -> Result<()> {
+    remove_any(link)?;
+    std::os::unix::fs::symlink(target, link)
+        .with_context(|| format!("{}: cannot create symlink to {target}", link.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1, "no temp file left");
+    }
+
+    #[test]
+    fn empty_dir_keeps_dir() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("a/b")).unwrap();
+        fs::write(d.path().join("f"), "x").unwrap();
+        std::os::unix::fs::symlink("/nowhere", d.path().join("l")).unwrap();
+        empty_dir(d.path()).unwrap();
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+}
