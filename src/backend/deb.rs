@@ -87,11 +87,9 @@ impl DebBackend {
     pub fn install(&self, rootfs: &Path, debcache: Option<&Path>) -> Result<Vec<Package>> {
         let mut c = self.base_cmd();
         // Debian's kernel postinst would build a host-only initramfs that is
-        // both wrong and wasted time (~20 s): divert dracut's kernel hook to a
-        // name run-parts skips, and restore it after installation.
-        c = c
-            .arg("--essential-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /etc/kernel/postinst.d/dracut.keelson-disabled --add /etc/kernel/postinst.d/dracut")
-            .arg("--customize-hook=chroot \"$1\" dpkg-divert --quiet --local --rename --divert /etc/kernel/postinst.d/dracut.keelson-disabled --remove /etc/kernel/postinst.d/dracut");
+        // both wrong and wasted time (~20 s): dracut's kernel hook skips it
+        // when INITRD=No. The real one is built later, inside the tree.
+        c = c.env("INITRD", "No");
         if let Some(cache) = debcache {
             std::fs::create_dir_all(cache)
                 .with_context(|| format!("{}: cannot create the package cache", cache.display()))?;
