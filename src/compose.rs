@@ -51,11 +51,16 @@ pub struct Outcome {
 fn blobs_for(tf: &Treefile, agent: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for f in tf.referenced_files() {
-        let bytes = std::fs::read(&f).with_context(|| format!("{}: cannot read (referenced by the treefile)", f.display()))?;
-        let label = crate::treefile::relative_path(&tf.basedir, &f).display().to_string();
+        let bytes = std::fs::read(&f).with_context(|| {
+            format!("{}: cannot read (referenced by the treefile)", f.display())
+        })?;
+        let label = crate::treefile::relative_path(&tf.basedir, &f)
+            .display()
+            .to_string();
         out.push((label, bytes));
     }
-    let bin = std::fs::read(agent).with_context(|| format!("{}: cannot read the keelson binary", agent.display()))?;
+    let bin = std::fs::read(agent)
+        .with_context(|| format!("{}: cannot read the keelson binary", agent.display()))?;
     out.push(("keelson-agent".into(), bin));
     Ok(out)
 }
@@ -83,7 +88,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 
     let scratch_parent = match &opts.cachedir {
         Some(c) => {
-            std::fs::create_dir_all(c).with_context(|| format!("{}: cannot create cache directory", c.display()))?;
+            std::fs::create_dir_all(c)
+                .with_context(|| format!("{}: cannot create cache directory", c.display()))?;
             c.clone()
         }
         None => std::env::temp_dir(),
@@ -91,7 +97,12 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let scratch = tempfile::Builder::new()
         .prefix("keelson-compose-")
         .tempdir_in(&scratch_parent)
-        .with_context(|| format!("{}: cannot create a work directory", scratch_parent.display()))?;
+        .with_context(|| {
+            format!(
+                "{}: cannot create a work directory",
+                scratch_parent.display()
+            )
+        })?;
 
     let previous = match commit::open_existing(&opts.repo)? {
         Some(repo) => commit::previous(&repo, &tf.ref_)?,
@@ -100,7 +111,10 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 
     let resolved = step("resolving packages", || backend.resolve(scratch.path()))?;
     let blobs = blobs_for(&tf, &agent)?;
-    let blob_refs: Vec<Blob> = blobs.iter().map(|(l, b)| Blob { label: l, bytes: b }).collect();
+    let blob_refs: Vec<Blob> = blobs
+        .iter()
+        .map(|(l, b)| Blob { label: l, bytes: b })
+        .collect();
     let hash = inputhash::inputhash(&tf.canonical_json(), &blob_refs, &resolved);
     let next_version = tf
         .automatic_version_prefix
@@ -114,7 +128,11 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             println!(
                 "Dry run: {} packages resolved, inputhash {hash}; {}",
                 resolved.len(),
-                if unchanged { "no changes since the previous commit" } else { "a new commit would be written" }
+                if unchanged {
+                    "no changes since the previous commit"
+                } else {
+                    "a new commit would be written"
+                }
             );
         } else {
             println!(
@@ -147,7 +165,10 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 
     let rootfs = scratch.path().join("rootfs");
     let debcache = opts.cachedir.as_ref().map(|c| c.join("debs"));
-    let installed = step("installing packages (mmdebstrap)", || backend.install(&rootfs, debcache.as_deref()))?;
+    let seed = passwd_seed(&tf, previous.as_ref(), scratch.path())?;
+    let installed = step("installing packages (mmdebstrap)", || {
+        backend.install(&rootfs, debcache.as_deref(), seed.as_deref())
+    })?;
     if installed.len() != resolved.len() {
         tracing::warn!(
             "installed {} packages but resolved {} beforehand (did the mirror change?)",
@@ -188,9 +209,27 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     };
     let parent = previous.as_ref().map(|p| p.checksum.clone());
     let checksum = step("committing", || {
-        commit::write(&repo, &tf.ref_, parent.as_deref(), &rootfs, &meta, &subject, timestamp, opts.threads)
+        commit::write(
+            &repo,
+            &commit::Request {
+                ref_: &tf.ref_,
+                parent: parent.as_deref(),
+                rootfs: &rootfs,
+                metadata: &meta,
+                subject: &subject,
+                timestamp,
+                threads: opts.threads,
+            },
+        )
     })?;
-    println!("Committed {checksum} to {}{}", tf.ref_, next_version.as_ref().map(|v| format!(" (version {v})")).unwrap_or_default());
+    println!(
+        "Committed {checksum} to {}{}",
+        tf.ref_,
+        next_version
+            .as_ref()
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default()
+    );
 
     let out = Outcome {
         ref_: tf.ref_.clone(),
@@ -207,10 +246,33 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     Ok(out)
 }
 
+/// With `preserve-passwd` (the default), the previous commit's passwd and
+/// group seed the new tree so ids stay stable across composes.
+fn passwd_seed(
+    tf: &Treefile,
+    previous: Option<&commit::Previous>,
+    scratch: &Path,
+) -> Result<Option<PathBuf>> {
+    let Some((passwd, group)) =
+        previous.and_then(|p| Some((p.passwd.as_ref()?, p.group.as_ref()?)))
+    else {
+        return Ok(None);
+    };
+    if !tf.preserve_passwd {
+        return Ok(None);
+    }
+    let dir = scratch.join("passwd-seed");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("passwd"), passwd)?;
+    std::fs::write(dir.join("group"), group)?;
+    Ok(Some(dir))
+}
+
 fn write_outputs(opts: &Options, out: &Outcome) -> Result<()> {
     if let Some(p) = &opts.write_composejson_to {
         let text = serde_json::to_string_pretty(out)? + "\n";
-        write_atomic(p, text.as_bytes()).with_context(|| format!("--write-composejson-to {}", p.display()))?;
+        write_atomic(p, text.as_bytes())
+            .with_context(|| format!("--write-composejson-to {}", p.display()))?;
     }
     if out.changed
         && let Some(p) = &opts.touch_if_changed

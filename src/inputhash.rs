@@ -39,21 +39,67 @@ mod tests {
     use super::*;
 
     fn pkg(n: &str, v: &str) -> Package {
-        Package { name: n.into(), version: v.into(), arch: "amd64".into() }
+        Package {
+            name: n.into(),
+            version: v.into(),
+            arch: "amd64".into(),
+        }
     }
 
     #[test]
     fn every_input_changes_the_hash() {
-        let base = inputhash("{}", &[Blob { label: "a", bytes: b"x" }], &[pkg("p", "1")]);
+        let base = inputhash(
+            "{}",
+            &[Blob {
+                label: "a",
+                bytes: b"x",
+            }],
+            &[pkg("p", "1")],
+        );
         assert_eq!(base.len(), 64);
         let variants = [
-            inputhash("{ }", &[Blob { label: "a", bytes: b"x" }], &[pkg("p", "1")]),
-            inputhash("{}", &[Blob { label: "a", bytes: b"y" }], &[pkg("p", "1")]),
-            inputhash("{}", &[Blob { label: "b", bytes: b"x" }], &[pkg("p", "1")]),
-            inputhash("{}", &[Blob { label: "a", bytes: b"x" }], &[pkg("p", "2")]),
+            inputhash(
+                "{ }",
+                &[Blob {
+                    label: "a",
+                    bytes: b"x",
+                }],
+                &[pkg("p", "1")],
+            ),
+            inputhash(
+                "{}",
+                &[Blob {
+                    label: "a",
+                    bytes: b"y",
+                }],
+                &[pkg("p", "1")],
+            ),
+            inputhash(
+                "{}",
+                &[Blob {
+                    label: "b",
+                    bytes: b"x",
+                }],
+                &[pkg("p", "1")],
+            ),
+            inputhash(
+                "{}",
+                &[Blob {
+                    label: "a",
+                    bytes: b"x",
+                }],
+                &[pkg("p", "2")],
+            ),
             inputhash("{}", &[], &[pkg("p", "1")]),
             // bytes moved from the label into the content
-            inputhash("{}", &[Blob { label: "", bytes: b"ax" }], &[pkg("p", "1")]),
+            inputhash(
+                "{}",
+                &[Blob {
+                    label: "",
+                    bytes: b"ax",
+                }],
+                &[pkg("p", "1")],
+            ),
         ];
         for (i, v) in variants.iter().enumerate() {
             assert_ne!(&base, v, "variant {i}");

@@ -25,6 +25,31 @@ struct Cli {
 enum Command {
     /// Compose a treefile into an ostree commit.
     Compose(ComposeArgs),
+    /// Commit an already ostree-shaped directory (the commit step of
+    /// compose on its own; what bench/commit.sh times against `ostree commit`).
+    Commit(CommitArgs),
+}
+
+#[derive(clap::Args)]
+struct CommitArgs {
+    /// The directory to commit.
+    dir: PathBuf,
+    /// The ostree repo to commit into (an archive repo is created if missing).
+    #[arg(long)]
+    repo: PathBuf,
+    /// The ref (branch) to point at the new commit.
+    #[arg(long, short = 'b')]
+    branch: String,
+    /// Commit subject line.
+    #[arg(long, short = 's', default_value = "keelson commit")]
+    subject: String,
+    /// Threads hashing and compressing objects (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Commit timestamp in seconds since the epoch (default:
+    /// SOURCE_DATE_EPOCH, else now).
+    #[arg(long, value_name = "SECONDS")]
+    timestamp: Option<u64>,
 }
 
 #[derive(clap::Args)]
@@ -71,6 +96,7 @@ fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -85,12 +111,44 @@ fn source_date_epoch() -> anyhow::Result<Option<i64>> {
     }
 }
 
+fn threads(n: Option<usize>) -> usize {
+    n.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Commit(a) => {
+            let ts = match (a.timestamp, source_date_epoch()?) {
+                (Some(t), _) => t,
+                (None, Some(sde)) => sde.max(0) as u64,
+                (None, None) => std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_secs(),
+            };
+            let repo = keelson::commit::open_or_create(&a.repo)?;
+            let parent = keelson::commit::previous(&repo, &a.branch)?.map(|p| p.checksum);
+            let meta = ostree::glib::VariantDict::new(None).end();
+            let checksum = keelson::commit::write(
+                &repo,
+                &keelson::commit::Request {
+                    ref_: &a.branch,
+                    parent: parent.as_deref(),
+                    rootfs: &a.dir,
+                    metadata: &meta,
+                    subject: &a.subject,
+                    timestamp: ts,
+                    threads: threads(a.threads),
+                },
+            )?;
+            println!("{checksum}");
+            Ok(())
+        }
         Command::Compose(a) => {
-            let threads = a.commit_threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
-            });
+            let threads = threads(a.commit_threads);
             keelson::compose::run(&keelson::compose::Options {
                 treefile: a.treefile,
                 repo: a.repo,

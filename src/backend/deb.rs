@@ -27,7 +27,11 @@ impl DebBackend {
     }
 
     pub fn with_host_apt(tf: &Treefile, etc_apt: &Path) -> Result<Self> {
-        let suite = tf.deb.suite.clone().unwrap_or_else(|| DEFAULT_SUITE.to_string());
+        let suite = tf
+            .deb
+            .suite
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SUITE.to_string());
         let lines = sources::resolve(
             &suite,
             tf.deb.mirror.as_deref(),
@@ -70,22 +74,40 @@ impl DebBackend {
             .arg(&target)
             .arg("-")
             .output()
-            .context("resolving the package set (mmdebstrap --simulate)")?;
+            .context("packages: cannot resolve the package set (mmdebstrap --simulate)")?;
         let _ = std::fs::remove_dir_all(&target);
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         let pkgs = parse_simulated(&text);
         if pkgs.is_empty() {
-            bail!("mmdebstrap --simulate resolved no packages; its output:\n{}", crate::util::cmd::tail(&text, 15));
+            bail!(
+                "mmdebstrap --simulate resolved no packages; its output:\n{}",
+                crate::util::cmd::tail(&text, 15)
+            );
         }
         Ok(pkgs)
     }
 
     /// Install into `rootfs` (which must not exist). Downloaded .debs are
     /// synchronised with `debcache` when given, so a recompose downloads
-    /// nothing new.
-    pub fn install(&self, rootfs: &Path, debcache: Option<&Path>) -> Result<Vec<Package>> {
+    /// nothing new. `passwd_seed` is a directory holding the previous
+    /// commit's `passwd` and `group`: placed in /etc before any package is
+    /// unpacked, so existing system users keep their ids and new ones get
+    /// free ids (base-passwd keeps an existing /etc/passwd; the passwd
+    /// package's pwconv creates the matching shadow entries).
+    pub fn install(
+        &self,
+        rootfs: &Path,
+        debcache: Option<&Path>,
+        passwd_seed: Option<&Path>,
+    ) -> Result<Vec<Package>> {
         let mut c = self.base_cmd();
+        if let Some(seed) = passwd_seed {
+            c = c.arg("--setup-hook=mkdir -p \"$1\"/etc").arg(format!(
+                "--setup-hook=copy-in {0}/passwd {0}/group /etc",
+                seed.display()
+            ));
+        }
         // Debian's kernel postinst would build a host-only initramfs that is
         // both wrong and wasted time (~20 s): dracut's kernel hook skips it
         // when INITRD=No. The real one is built later, inside the tree.
@@ -97,14 +119,20 @@ impl DebBackend {
             c = c
                 .arg("--skip=essential/unlink")
                 .arg("--setup-hook=mkdir -p \"$1\"/var/cache/apt/archives/")
-                .arg(format!("--setup-hook=sync-in {} /var/cache/apt/archives/", cache.display()))
-                .arg(format!("--customize-hook=sync-out /var/cache/apt/archives {}", cache.display()));
+                .arg(format!(
+                    "--setup-hook=sync-in {} /var/cache/apt/archives/",
+                    cache.display()
+                ))
+                .arg(format!(
+                    "--customize-hook=sync-out /var/cache/apt/archives {}",
+                    cache.display()
+                ));
         }
         c.arg(&self.suite)
             .arg(rootfs)
             .arg("-")
             .run()
-            .context("installing packages (mmdebstrap)")?;
+            .context("packages: installation failed (mmdebstrap)")?;
         installed_packages(rootfs)
     }
 }
@@ -146,9 +174,13 @@ fn dpkg_opts(tf: &Treefile) -> Vec<String> {
 pub fn parse_simulated(text: &str) -> Vec<Package> {
     let mut out: Vec<Package> = Vec::new();
     for line in text.lines() {
-        let Some(rest) = line.strip_prefix("Inst ") else { continue };
+        let Some(rest) = line.strip_prefix("Inst ") else {
+            continue;
+        };
         let mut it = rest.splitn(2, ' ');
-        let (Some(name), Some(rest)) = (it.next(), it.next()) else { continue };
+        let (Some(name), Some(rest)) = (it.next(), it.next()) else {
+            continue;
+        };
         // Upgrades look like `Inst x [old] (new ...)`; skip the bracket.
         let rest = match rest.find('(') {
             Some(i) => &rest[i + 1..],
@@ -162,7 +194,11 @@ pub fn parse_simulated(text: &str) -> Vec<Package> {
         if version.is_empty() || arch.is_empty() {
             continue;
         }
-        out.push(Package { name: name.into(), version: version.into(), arch: arch.into() });
+        out.push(Package {
+            name: name.into(),
+            version: version.into(),
+            arch: arch.into(),
+        });
     }
     out.sort();
     out.dedup();
@@ -174,7 +210,11 @@ pub fn installed_packages(rootfs: &Path) -> Result<Vec<Package>> {
     let admindir: PathBuf = rootfs.join("var/lib/dpkg");
     let out = Cmd::new("dpkg-query")
         .arg(format!("--admindir={}", admindir.display()))
-        .args(["-W", "-f", "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n"])
+        .args([
+            "-W",
+            "-f",
+            "${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n",
+        ])
         .run()
         .context("listing installed packages")?;
     let mut pkgs: Vec<Package> = out

@@ -23,7 +23,12 @@ impl SourceLine {
             Some(k) => format!("[signed-by={k}] "),
             None => String::new(),
         };
-        format!("deb {opts}{} {} {}", self.uri, self.suite, self.components.join(" "))
+        format!(
+            "deb {opts}{} {} {}",
+            self.uri,
+            self.suite,
+            self.components.join(" ")
+        )
     }
 }
 
@@ -32,7 +37,10 @@ pub fn parse_one_line(text: &str) -> Vec<SourceLine> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        let Some(rest) = line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb\t")) else {
+        let Some(rest) = line
+            .strip_prefix("deb ")
+            .or_else(|| line.strip_prefix("deb\t"))
+        else {
             continue;
         };
         let mut rest = rest.trim();
@@ -47,7 +55,9 @@ pub fn parse_one_line(text: &str) -> Vec<SourceLine> {
             rest = opts[end + 1..].trim();
         }
         let mut words = rest.split_whitespace();
-        let (Some(uri), Some(suite)) = (words.next(), words.next()) else { continue };
+        let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
+            continue;
+        };
         out.push(SourceLine {
             uri: uri.to_string(),
             suite: suite.to_string(),
@@ -68,7 +78,9 @@ pub fn parse_deb822(text: &str) -> Vec<SourceLine> {
                 .filter(|l| !l.starts_with('#'))
                 .find_map(|l| {
                     let (k, v) = l.split_once(':')?;
-                    k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+                    k.trim()
+                        .eq_ignore_ascii_case(name)
+                        .then(|| v.trim().to_string())
                 })
         };
         let types = field("Types").unwrap_or_default();
@@ -102,11 +114,17 @@ pub fn parse_deb822(text: &str) -> Vec<SourceLine> {
 
 /// Keep the entries that belong to `suite` (the suite itself and its
 /// `-updates`/`-security` companions), optionally overriding components.
-pub fn for_suite(all: &[SourceLine], suite: &str, components: Option<&[String]>) -> Vec<SourceLine> {
+pub fn for_suite(
+    all: &[SourceLine],
+    suite: &str,
+    components: Option<&[String]>,
+) -> Vec<SourceLine> {
     all.iter()
         .filter(|s| {
             s.suite == suite
-                || s.suite.strip_prefix(suite).is_some_and(|r| r.starts_with('-') || r.starts_with('/'))
+                || s.suite
+                    .strip_prefix(suite)
+                    .is_some_and(|r| r.starts_with('-') || r.starts_with('/'))
         })
         .map(|s| {
             let mut s = s.clone();
@@ -140,7 +158,11 @@ pub fn host_sources(etc_apt: &Path) -> Result<Vec<SourceLine>> {
             .collect();
         entries.sort();
         for p in entries {
-            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            let name = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
             let parse: fn(&str) -> Vec<SourceLine> = if name.ends_with(".list") {
                 parse_one_line
             } else if name.ends_with(".sources") {
@@ -167,7 +189,9 @@ pub fn resolve(
         return Ok(vec![SourceLine {
             uri: m.to_string(),
             suite: suite.to_string(),
-            components: components.map(<[String]>::to_vec).unwrap_or_else(|| vec!["main".into()]),
+            components: components
+                .map(<[String]>::to_vec)
+                .unwrap_or_else(|| vec!["main".into()]),
             signed_by: None,
         }]);
     }
@@ -224,9 +248,18 @@ mod tests {
     #[test]
     fn no_host_source_is_a_clear_error() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("sources.list"), "deb http://a/debian bookworm main\n").unwrap();
-        let e = resolve("trixie", None, None, d.path()).unwrap_err().to_string();
-        assert!(e.starts_with("deb.suite: the build host has no apt source for \"trixie\""), "{e}");
+        std::fs::write(
+            d.path().join("sources.list"),
+            "deb http://a/debian bookworm main\n",
+        )
+        .unwrap();
+        let e = resolve("trixie", None, None, d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("deb.suite: the build host has no apt source for \"trixie\""),
+            "{e}"
+        );
         assert_eq!(resolve("bookworm", None, None, d.path()).unwrap().len(), 1);
         let m = resolve("trixie", Some("http://m/debian"), None, d.path()).unwrap();
         assert_eq!(m[0].render(), "deb http://m/debian trixie main");

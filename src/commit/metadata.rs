@@ -52,7 +52,11 @@ pub fn build(f: &Fields<'_>, rootfs: &std::path::Path) -> Result<glib::Variant> 
     let pkgs: Vec<String> = f.packages.iter().map(|p| p.to_string()).collect();
     dict.insert_value(PACKAGES, &pkgs.to_variant());
     dict.insert_value(TREEFILE, &f.treefile_json.to_variant());
-    ostree::commit_metadata_for_bootable(&gio::File::for_path(rootfs), &dict, gio::Cancellable::NONE)
-        .context("reading the kernel for ostree.bootable/ostree.linux")?;
+    ostree::commit_metadata_for_bootable(
+        &gio::File::for_path(rootfs),
+        &dict,
+        gio::Cancellable::NONE,
+    )
+    .context("reading the kernel for ostree.bootable/ostree.linux")?;
     Ok(dict.end())
 }

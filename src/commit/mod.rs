@@ -64,7 +64,9 @@ pub fn previous(repo: &ostree::Repo, ref_: &str) -> Result<Option<Previous>> {
     else {
         return Ok(None);
     };
-    let (commit, _) = repo.load_commit(&rev).with_context(|| format!("loading commit {rev}"))?;
+    let (commit, _) = repo
+        .load_commit(&rev)
+        .with_context(|| format!("loading commit {rev}"))?;
     let meta = glib::VariantDict::new(Some(&commit.child_value(0)));
     let get = |k: &str| meta.lookup::<String>(k).ok().flatten();
     let timestamp = u64::from_be(commit.child_value(5).get::<u64>().unwrap_or(0));
@@ -79,27 +81,46 @@ pub fn previous(repo: &ostree::Repo, ref_: &str) -> Result<Option<Previous>> {
     }))
 }
 
-/// Commit `rootfs` to `ref_` with `parent`; returns the new checksum.
+/// One commit to write.
+pub struct Request<'a> {
+    pub ref_: &'a str,
+    pub parent: Option<&'a str>,
+    pub rootfs: &'a Path,
+    pub metadata: &'a glib::Variant,
+    pub subject: &'a str,
+    /// Seconds since the epoch.
+    pub timestamp: u64,
+    /// Threads hashing and compressing content objects.
+    pub threads: usize,
+}
+
+/// Commit `req.rootfs` to `req.ref_`; returns the new checksum.
 /// Any failure aborts the transaction: the ref is left as it was.
-pub fn write(
-    repo: &ostree::Repo,
-    ref_: &str,
-    parent: Option<&str>,
-    rootfs: &Path,
-    metadata: &glib::Variant,
-    subject: &str,
-    timestamp: u64,
-    threads: usize,
-) -> Result<String> {
-    let tx = repo.auto_transaction(gio::Cancellable::NONE).context("starting transaction")?;
-    let mtree = parallel::write_tree(repo, rootfs, threads)
-        .with_context(|| format!("writing {} into the repo", rootfs.display()))?;
-    let root = repo.write_mtree(&mtree, gio::Cancellable::NONE).context("writing the tree")?;
-    let root = root.downcast::<ostree::RepoFile>().expect("write_mtree returns a RepoFile");
+pub fn write(repo: &ostree::Repo, req: &Request<'_>) -> Result<String> {
+    let tx = repo
+        .auto_transaction(gio::Cancellable::NONE)
+        .context("starting transaction")?;
+    let mtree = parallel::write_tree(repo, req.rootfs, req.threads)
+        .with_context(|| format!("writing {} into the repo", req.rootfs.display()))?;
+    let root = repo
+        .write_mtree(&mtree, gio::Cancellable::NONE)
+        .context("writing the tree")?;
+    let root = root
+        .downcast::<ostree::RepoFile>()
+        .expect("write_mtree returns a RepoFile");
     let checksum = repo
-        .write_commit_with_time(parent, Some(subject), None, Some(metadata), &root, timestamp, gio::Cancellable::NONE)
+        .write_commit_with_time(
+            req.parent,
+            Some(req.subject),
+            None,
+            Some(req.metadata),
+            &root,
+            req.timestamp,
+            gio::Cancellable::NONE,
+        )
         .context("writing the commit object")?;
-    repo.transaction_set_ref(None, ref_, Some(&checksum));
-    tx.commit(gio::Cancellable::NONE).context("committing the transaction")?;
+    repo.transaction_set_ref(None, req.ref_, Some(&checksum));
+    tx.commit(gio::Cancellable::NONE)
+        .context("committing the transaction")?;
     Ok(checksum.to_string())
 }

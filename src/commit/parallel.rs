@@ -30,7 +30,11 @@ struct Job {
 
 /// What the walk records for every entry, in walk order.
 enum Node {
-    Dir { rel: Vec<String>, meta: fs::Metadata, path: PathBuf },
+    Dir {
+        rel: Vec<String>,
+        meta: fs::Metadata,
+        path: PathBuf,
+    },
     /// A content object to write (`job` indexes the job list), or a
     /// hardlink to one written earlier.
     File { rel: Vec<String>, job: usize },
@@ -54,7 +58,12 @@ pub fn write_tree(repo: &ostree::Repo, root: &Path, threads: usize) -> Result<os
                 let xattrs = xattrs_of(path)?;
                 let v = ostree::create_directory_metadata(&info, Some(&xattrs));
                 let csum = repo
-                    .write_metadata(ostree::ObjectType::DirMeta, None, &v, gio::Cancellable::NONE)
+                    .write_metadata(
+                        ostree::ObjectType::DirMeta,
+                        None,
+                        &v,
+                        gio::Cancellable::NONE,
+                    )
                     .with_context(|| format!("{}: writing directory metadata", path.display()))?;
                 let dir = subtree(&mtree, rel)?;
                 dir.set_metadata_checksum(&csum.to_hex());
@@ -73,7 +82,9 @@ pub fn write_tree(repo: &ostree::Repo, root: &Path, threads: usize) -> Result<os
 fn subtree(mtree: &ostree::MutableTree, rel: &[String]) -> Result<ostree::MutableTree> {
     let mut t = mtree.clone();
     for part in rel {
-        t = t.ensure_dir(part).with_context(|| format!("tree directory {}", rel.join("/")))?;
+        t = t
+            .ensure_dir(part)
+            .with_context(|| format!("tree directory {}", rel.join("/")))?;
     }
     Ok(t)
 }
@@ -85,8 +96,13 @@ fn walk(
     jobs: &mut Vec<Job>,
     inodes: &mut HashMap<(u64, u64), usize>,
 ) -> Result<()> {
-    let meta = fs::symlink_metadata(dir).with_context(|| format!("{}: cannot stat", dir.display()))?;
-    nodes.push(Node::Dir { rel: rel.clone(), meta, path: dir.to_path_buf() });
+    let meta =
+        fs::symlink_metadata(dir).with_context(|| format!("{}: cannot stat", dir.display()))?;
+    nodes.push(Node::Dir {
+        rel: rel.clone(),
+        meta,
+        path: dir.to_path_buf(),
+    });
     let mut names: Vec<_> = fs::read_dir(dir)
         .with_context(|| format!("{}: cannot list", dir.display()))?
         .map(|e| e.map(|e| e.file_name()))
@@ -97,7 +113,8 @@ fn walk(
         let name = name
             .into_string()
             .map_err(|n| anyhow!("{}: file name is not UTF-8 ({n:?})", dir.display()))?;
-        let m = fs::symlink_metadata(&path).with_context(|| format!("{}: cannot stat", path.display()))?;
+        let m = fs::symlink_metadata(&path)
+            .with_context(|| format!("{}: cannot stat", path.display()))?;
         rel.push(name);
         let ft = m.file_type();
         if ft.is_dir() {
@@ -105,20 +122,32 @@ fn walk(
         } else if ft.is_file() || ft.is_symlink() {
             // Hardlinked files are one object: hash them once.
             let key = (m.dev(), m.ino());
-            let job = match (m.nlink() > 1 && ft.is_file()).then(|| inodes.get(&key)).flatten() {
+            let job = match (m.nlink() > 1 && ft.is_file())
+                .then(|| inodes.get(&key))
+                .flatten()
+            {
                 Some(&j) => j,
                 None => {
                     let j = jobs.len();
-                    jobs.push(Job { idx: j, path: path.clone() });
+                    jobs.push(Job {
+                        idx: j,
+                        path: path.clone(),
+                    });
                     if m.nlink() > 1 {
                         inodes.insert(key, j);
                     }
                     j
                 }
             };
-            nodes.push(Node::File { rel: rel.clone(), job });
+            nodes.push(Node::File {
+                rel: rel.clone(),
+                job,
+            });
         } else {
-            bail!("{}: device nodes, sockets and fifos cannot be committed", path.display());
+            bail!(
+                "{}: device nodes, sockets and fifos cannot be committed",
+                path.display()
+            );
         }
         rel.pop();
     }
@@ -192,7 +221,8 @@ fn xattrs_of(path: &Path) -> Result<glib::Variant> {
         Some(n) => n.to_string_lossy().into_owned(),
         None => ".".to_string(),
     };
-    let dir = fs::File::open(parent).with_context(|| format!("{}: cannot open", parent.display()))?;
+    let dir =
+        fs::File::open(parent).with_context(|| format!("{}: cannot open", parent.display()))?;
     ostree::fs_get_all_xattrs_at(dir.as_raw_fd(), &name, gio::Cancellable::NONE)
         .with_context(|| format!("{}: cannot read extended attributes", path.display()))
 }
@@ -202,13 +232,18 @@ fn write_content(repo: &ostree::Repo, path: &Path) -> Result<String> {
     let xattrs = xattrs_of(path)?;
     let (input, info): (gio::InputStream, gio::FileInfo) = if m.file_type().is_symlink() {
         let target = fs::read_link(path)?;
-        let target = target.to_str().ok_or_else(|| anyhow!("symlink target is not UTF-8"))?;
+        let target = target
+            .to_str()
+            .ok_or_else(|| anyhow!("symlink target is not UTF-8"))?;
         let empty = gio::MemoryInputStream::new();
         (empty.upcast(), file_info(&m, Some(target)))
     } else {
         let data = fs::read(path)?;
         let bytes = glib::Bytes::from_owned(data);
-        (gio::MemoryInputStream::from_bytes(&bytes).upcast(), file_info(&m, None))
+        (
+            gio::MemoryInputStream::from_bytes(&bytes).upcast(),
+            file_info(&m, None),
+        )
     };
     let (stream, len) =
         ostree::raw_file_to_content_stream(&input, &info, Some(&xattrs), gio::Cancellable::NONE)?;

@@ -4,7 +4,9 @@
 /// Same rule as rpm-ostree: a previous `P` or `P.N` continues the series,
 /// anything else (another prefix, no previous commit) starts it at `P`.
 pub fn next_version(prefix: &str, previous: Option<&str>) -> String {
-    let Some(prev) = previous else { return prefix.to_string() };
+    let Some(prev) = previous else {
+        return prefix.to_string();
+    };
     if prev == prefix {
         return format!("{prefix}.1");
     }

@@ -28,7 +28,11 @@ pub fn clean_pseudo_fs(ctx: &Ctx) -> Result<()> {
 pub fn embed_agent(ctx: &Ctx) -> Result<()> {
     let dst = ctx.root.join("usr/bin/keelson");
     fs::copy(&ctx.agent, &dst).with_context(|| {
-        format!("copying the node agent {} to {}", ctx.agent.display(), dst.display())
+        format!(
+            "copying the node agent {} to {}",
+            ctx.agent.display(),
+            dst.display()
+        )
     })?;
     fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))?;
     Ok(())
@@ -42,12 +46,18 @@ pub fn remove_machine_secrets(ctx: &Ctx) -> Result<()> {
     if let Ok(rd) = fs::read_dir(r.join("etc/ssh")) {
         for e in rd {
             let p = e?.path();
-            if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("ssh_host_")) {
+            if p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("ssh_host_"))
+            {
                 remove_any(&p)?;
             }
         }
     }
-    for p in ["var/lib/systemd/random-seed", "var/lib/dbus/machine-id", "etc/ssl/private/ssl-cert-snakeoil.key"] {
+    for p in [
+        "var/lib/systemd/random-seed",
+        "var/lib/dbus/machine-id",
+        "etc/ssl/private/ssl-cert-snakeoil.key",
+    ] {
         remove_any(&r.join(p))?;
     }
     let mid = r.join("etc/machine-id");
@@ -121,7 +131,10 @@ pub fn sysusers(ctx: &Ctx) -> Result<()> {
     }
     let dir = r.join("usr/lib/sysusers.d");
     fs::create_dir_all(&dir)?;
-    fs::write(dir.join("keelson-compose.conf"), users::render_sysusers(&passwd, &group))?;
+    fs::write(
+        dir.join("keelson-compose.conf"),
+        users::render_sysusers(&passwd, &group),
+    )?;
     Ok(())
 }
 
@@ -143,8 +156,14 @@ pub fn dpkg_to_usr(ctx: &Ctx) -> Result<()> {
 fn id_names(root: &Path) -> Result<(BTreeMap<u32, String>, BTreeMap<u32, String>)> {
     let passwd = fs::read_to_string(root.join("etc/passwd")).context("etc/passwd")?;
     let group = fs::read_to_string(root.join("etc/group")).context("etc/group")?;
-    let u = users::parse_passwd("etc/passwd", &passwd)?.into_iter().map(|u| (u.uid, u.name)).collect();
-    let g = users::parse_group("etc/group", &group)?.into_iter().map(|g| (g.gid, g.name)).collect();
+    let u = users::parse_passwd("etc/passwd", &passwd)?
+        .into_iter()
+        .map(|u| (u.uid, u.name))
+        .collect();
+    let g = users::parse_group("etc/group", &group)?
+        .into_iter()
+        .map(|g| (g.gid, g.name))
+        .collect();
     Ok((u, g))
 }
 
@@ -157,9 +176,12 @@ pub fn var_to_tmpfiles(ctx: &Ctx) -> Result<()> {
     let declared = var::declared_paths(r)?;
     for e in entries.iter().filter(|e| e.kind == var::Kind::File) {
         let src = r.join(e.path.trim_start_matches('/'));
-        let dst = r.join(var::FACTORY.trim_start_matches('/')).join(e.path.trim_start_matches('/'));
+        let dst = r
+            .join(var::FACTORY.trim_start_matches('/'))
+            .join(e.path.trim_start_matches('/'));
         fs::create_dir_all(dst.parent().expect("has parent"))?;
-        fs::copy(&src, &dst).with_context(|| format!("copying {} to the factory", src.display()))?;
+        fs::copy(&src, &dst)
+            .with_context(|| format!("copying {} to the factory", src.display()))?;
     }
     let mut text = var::render(&entries, &declared);
     // The links and homes ostree's layout points into /var.
@@ -183,7 +205,10 @@ pub fn var_to_tmpfiles(ctx: &Ctx) -> Result<()> {
 pub fn etc_to_usr_etc(ctx: &Ctx) -> Result<()> {
     let (src, dst) = (ctx.root.join("etc"), ctx.root.join("usr/etc"));
     if dst.exists() {
-        bail!("{}: already exists; the tree must not ship /usr/etc itself", dst.display());
+        bail!(
+            "{}: already exists; the tree must not ship /usr/etc itself",
+            dst.display()
+        );
     }
     fs::rename(&src, &dst).context("moving /etc to /usr/etc")
 }
@@ -206,7 +231,9 @@ pub fn toplevel_links(ctx: &Ctx) -> Result<()> {
     for (name, target) in links {
         let p = r.join(name);
         if p.is_dir() && !p.is_symlink() && fs::read_dir(&p)?.next().is_some() {
-            bail!("/{name} is not empty in the tree, but becomes a link to /{target} on the node; move that content under /usr");
+            bail!(
+                "/{name} is not empty in the tree, but becomes a link to /{target} on the node; move that content under /usr"
+            );
         }
         symlink_replace(target, &p)?;
     }

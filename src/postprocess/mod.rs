@@ -70,7 +70,12 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 pub fn kernel_version(root: &Path) -> Result<String> {
     let dir = root.join("usr/lib/modules");
     let mut versions: Vec<String> = std::fs::read_dir(&dir)
-        .with_context(|| format!("{}: no kernel modules directory (is a kernel package in `packages`?)", dir.display()))?
+        .with_context(|| {
+            format!(
+                "{}: no kernel modules directory (is a kernel package in `packages`?)",
+                dir.display()
+            )
+        })?
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -79,6 +84,9 @@ pub fn kernel_version(root: &Path) -> Result<String> {
     match versions.as_slice() {
         [one] => Ok(one.clone()),
         [] => anyhow::bail!("packages: no kernel installed ({} is empty)", dir.display()),
-        many => anyhow::bail!("packages: more than one kernel installed: {}", many.join(", ")),
+        many => anyhow::bail!(
+            "packages: more than one kernel installed: {}",
+            many.join(", ")
+        ),
     }
 }

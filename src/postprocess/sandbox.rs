@@ -18,11 +18,20 @@ pub fn command(root: &Path, argv: &[&str], source_date_epoch: i64) -> Cmd {
         .arg("/")
         .args(["--dev", "/dev", "--proc", "/proc"])
         .args(["--tmpfs", "/tmp", "--tmpfs", "/run", "--tmpfs", "/var/tmp"])
-        .args(["--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"])
+        .args([
+            "--unshare-net",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+        ])
         .args(["--die-with-parent", "--clearenv", "--chdir", "/"])
         .args(["--setenv", "PATH", PATH])
         .args(["--setenv", "LANG", "C.UTF-8"])
-        .args(["--setenv", "SOURCE_DATE_EPOCH", &source_date_epoch.to_string()])
+        .args([
+            "--setenv",
+            "SOURCE_DATE_EPOCH",
+            &source_date_epoch.to_string(),
+        ])
         .arg("--")
         .args(argv)
 }

@@ -18,14 +18,21 @@ pub fn add_files(ctx: &Ctx) -> Result<()> {
         let meta = fs::metadata(&from)
             .with_context(|| format!("add-files[{i}][0]: {} not found", from.display()))?;
         if !meta.is_file() {
-            bail!("add-files[{i}][0]: {} is not a regular file", from.display());
+            bail!(
+                "add-files[{i}][0]: {} is not a regular file",
+                from.display()
+            );
         }
         fs::create_dir_all(to.parent().expect("absolute dst has a parent"))?;
         remove_any(&to)?;
         fs::copy(&from, &to)
             .with_context(|| format!("add-files[{i}]: copying {} to {dst}", from.display()))?;
         // Keep the executable bit, drop group/other write and special bits.
-        let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+        let mode = if meta.permissions().mode() & 0o111 != 0 {
+            0o755
+        } else {
+            0o644
+        };
         fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
     }
     Ok(())
@@ -46,12 +53,15 @@ fn dpkg_file_list(root: &Path, pkg: &str) -> Option<String> {
         return Some(t);
     }
     let prefix = format!("{pkg}:");
-    fs::read_dir(&info).ok()?.filter_map(|e| e.ok()).find_map(|e| {
-        let name = e.file_name().to_string_lossy().into_owned();
-        (name.starts_with(&prefix) && name.ends_with(".list"))
-            .then(|| fs::read_to_string(e.path()).ok())
-            .flatten()
-    })
+    fs::read_dir(&info)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            (name.starts_with(&prefix) && name.ends_with(".list"))
+                .then(|| fs::read_to_string(e.path()).ok())
+                .flatten()
+        })
 }
 
 pub fn remove_from_packages(ctx: &Ctx) -> Result<()> {
@@ -60,8 +70,10 @@ pub fn remove_from_packages(ctx: &Ctx) -> Result<()> {
         let list = dpkg_file_list(ctx.root, pkg).with_context(|| {
             format!("remove-from-packages[{i}][0]: package {pkg:?} is not installed")
         })?;
-        let res: Vec<regex::Regex> =
-            entry[1..].iter().map(|r| regex::Regex::new(r)).collect::<Result<_, _>>()?;
+        let res: Vec<regex::Regex> = entry[1..]
+            .iter()
+            .map(|r| regex::Regex::new(r))
+            .collect::<Result<_, _>>()?;
         for path in list.lines() {
             if !res.iter().any(|re| re.is_match(path)) {
                 continue;
@@ -104,7 +116,9 @@ pub fn enable_units(ctx: &Ctx) -> Result<()> {
 }
 
 pub fn default_target(ctx: &Ctx) -> Result<()> {
-    let Some(t) = &ctx.tf.default_target else { return Ok(()) };
+    let Some(t) = &ctx.tf.default_target else {
+        return Ok(());
+    };
     let target = find_unit(ctx.root, t)
         .with_context(|| format!("default-target: {t:?} not found in the tree"))?;
     let dir = ctx.root.join("etc/systemd/system");
@@ -134,8 +148,11 @@ pub fn run_scripts(ctx: &Ctx) -> Result<()> {
         fs::write(&host, &text)?;
         fs::set_permissions(&host, fs::Permissions::from_mode(0o755))?;
         let inside = format!("/{name}");
-        let argv: Vec<&str> =
-            if text.starts_with("#!") { vec![&inside] } else { vec!["/bin/sh", "-e", &inside] };
+        let argv: Vec<&str> = if text.starts_with("#!") {
+            vec![&inside]
+        } else {
+            vec!["/bin/sh", "-e", &inside]
+        };
         let r = sandbox::run(ctx.root, &argv, ctx.source_date_epoch);
         remove_any(&host)?;
         r.with_context(|| format!("{field}: script failed inside the tree"))?;
@@ -167,7 +184,8 @@ pub fn mutate_os_release(ctx: &Ctx) -> Result<()> {
         return Ok(());
     };
     let p = ctx.root.join("usr/lib/os-release");
-    let text = fs::read_to_string(&p).with_context(|| format!("mutate-os-release: cannot read {}", p.display()))?;
+    let text = fs::read_to_string(&p)
+        .with_context(|| format!("mutate-os-release: cannot read {}", p.display()))?;
     if !text.contains(from.as_str()) {
         bail!("mutate-os-release: {from:?} does not occur in /usr/lib/os-release");
     }
@@ -219,7 +237,10 @@ mod tests {
         fs::create_dir_all(&lib).unwrap();
         fs::write(lib.join("ssh.service"), "").unwrap();
         fs::write(lib.join("getty@.service"), "").unwrap();
-        assert_eq!(find_unit(d.path(), "ssh.service").unwrap(), "/usr/lib/systemd/system/ssh.service");
+        assert_eq!(
+            find_unit(d.path(), "ssh.service").unwrap(),
+            "/usr/lib/systemd/system/ssh.service"
+        );
         assert_eq!(
             find_unit(d.path(), "getty@tty1.service").unwrap(),
             "/usr/lib/systemd/system/getty@.service"

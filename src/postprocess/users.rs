@@ -66,13 +66,21 @@ pub fn parse_group(file: &str, text: &str) -> Result<Vec<Group>> {
             continue;
         }
         let f: Vec<&str> = line.split(':').collect();
-        let Some(gid) = f.get(2).and_then(|s| s.parse().ok()).filter(|_| f.len() == 4) else {
+        let Some(gid) = f
+            .get(2)
+            .and_then(|s| s.parse().ok())
+            .filter(|_| f.len() == 4)
+        else {
             bail!("{file}:{}: malformed group line {line:?}", i + 1);
         };
         out.push(Group {
             name: f[0].into(),
             gid,
-            members: f[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+            members: f[3]
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect(),
         });
     }
     Ok(out)
@@ -94,11 +102,21 @@ pub fn render_sysusers(users: &[User], groups: &[Group]) -> String {
         out += &format!("g {} {}\n", g.name, g.gid);
     }
     for u in users.iter().filter(|u| is_system(u.uid)) {
-        let group = gname.get(&u.gid).map(|s| s.to_string()).unwrap_or(u.gid.to_string());
-        let gecos = if u.gecos.is_empty() { "-".to_string() } else { format!("\"{}\"", u.gecos.replace('"', "")) };
+        let group = gname
+            .get(&u.gid)
+            .map(|s| s.to_string())
+            .unwrap_or(u.gid.to_string());
+        let gecos = if u.gecos.is_empty() {
+            "-".to_string()
+        } else {
+            format!("\"{}\"", u.gecos.replace('"', ""))
+        };
         let home = if u.home.is_empty() { "-" } else { &u.home };
         let shell = if u.shell.is_empty() { "-" } else { &u.shell };
-        out += &format!("u {} {}:{} {} {} {}\n", u.name, u.uid, group, gecos, home, shell);
+        out += &format!(
+            "u {} {}:{} {} {} {}\n",
+            u.name, u.uid, group, gecos, home, shell
+        );
     }
     for g in groups.iter().filter(|g| is_system(g.gid)) {
         for m in &g.members {
@@ -129,9 +147,9 @@ pub fn check_ids(
     let mut problems = Vec::new();
     for (name, old) in previous {
         match now.get(name.as_str()) {
-            Some(new) if new != old => {
-                problems.push(format!("{what} {name} id changed from {old} (previous commit) to {new}"))
-            }
+            Some(new) if new != old => problems.push(format!(
+                "{what} {name} id changed from {old} (previous commit) to {new}"
+            )),
             None if !ignored(name, ignore_removed) => problems.push(format!(
                 "{what} {name} (id {old}) was removed (list it in ignore-removed-{what}s to allow)"
             )),
@@ -188,10 +206,16 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_named() {
-        let e = parse_passwd("usr/etc/passwd", "root:x:0:0:root:/root:/bin/bash\nbad:x:zz:0::/:/bin/sh\n")
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("usr/etc/passwd:2: malformed passwd line"), "{e}");
+        let e = parse_passwd(
+            "usr/etc/passwd",
+            "root:x:0:0:root:/root:/bin/bash\nbad:x:zz:0::/:/bin/sh\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.starts_with("usr/etc/passwd:2: malformed passwd line"),
+            "{e}"
+        );
         let e = parse_group("group", "a:x:1\n").unwrap_err().to_string();
         assert!(e.starts_with("group:1: malformed group line"), "{e}");
     }
@@ -203,17 +227,59 @@ mod tests {
         };
         let prev = ids(&[("a", 100), ("b", 101)]);
         // unchanged and added: fine
-        check_ids("check-passwd", "user", &prev, &ids(&[("a", 100), ("b", 101), ("c", 102)]), &[]).unwrap();
+        check_ids(
+            "check-passwd",
+            "user",
+            &prev,
+            &ids(&[("a", 100), ("b", 101), ("c", 102)]),
+            &[],
+        )
+        .unwrap();
         // changed id: error naming user and both ids
-        let e = check_ids("check-passwd", "user", &prev, &ids(&[("a", 100), ("b", 105)]), &[])
+        let e = check_ids(
+            "check-passwd",
+            "user",
+            &prev,
+            &ids(&[("a", 100), ("b", 105)]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "check-passwd: user b id changed from 101 (previous commit) to 105"
+        );
+        // removed: error unless ignored
+        let e = check_ids("check-groups", "group", &prev, &ids(&[("a", 100)]), &[])
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "check-passwd: user b id changed from 101 (previous commit) to 105");
-        // removed: error unless ignored
-        let e = check_ids("check-groups", "group", &prev, &ids(&[("a", 100)]), &[]).unwrap_err().to_string();
-        assert!(e.starts_with("check-groups: group b (id 101) was removed"), "{e}");
-        check_ids("check-groups", "group", &prev, &ids(&[("a", 100)]), &["b".into()]).unwrap();
-        check_ids("check-groups", "group", &prev, &ids(&[("a", 100)]), &["*".into()]).unwrap();
-        check_ids("check-groups", "group", &prev, &ids(&[]), &["a*".into(), "b".into()]).unwrap();
+        assert!(
+            e.starts_with("check-groups: group b (id 101) was removed"),
+            "{e}"
+        );
+        check_ids(
+            "check-groups",
+            "group",
+            &prev,
+            &ids(&[("a", 100)]),
+            &["b".into()],
+        )
+        .unwrap();
+        check_ids(
+            "check-groups",
+            "group",
+            &prev,
+            &ids(&[("a", 100)]),
+            &["*".into()],
+        )
+        .unwrap();
+        check_ids(
+            "check-groups",
+            "group",
+            &prev,
+            &ids(&[]),
+            &["a*".into(), "b".into()],
+        )
+        .unwrap();
     }
 }

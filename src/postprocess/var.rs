@@ -33,9 +33,14 @@ pub const FACTORY: &str = "/usr/share/factory";
 
 /// Paths under /var whose regular files are dropped, not carried.
 fn is_volatile(path: &str) -> bool {
-    ["/var/log/", "/var/cache/", "/var/lib/apt/lists/", "/var/tmp/"]
-        .iter()
-        .any(|p| path.starts_with(p))
+    [
+        "/var/log/",
+        "/var/cache/",
+        "/var/lib/apt/lists/",
+        "/var/tmp/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
         || path == "/var/lib/systemd/random-seed"
         || path == "/var/lib/dbus/machine-id"
 }
@@ -72,12 +77,11 @@ pub fn collect(
     groups: &BTreeMap<u32, String>,
 ) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
-    walk(root, &root.join("var"), "/var", users, groups, &mut out)?;
+    walk(&root.join("var"), "/var", users, groups, &mut out)?;
     Ok(out)
 }
 
 fn walk(
-    root: &Path,
     dir: &Path,
     node_path: &str,
     users: &BTreeMap<u32, String>,
@@ -93,7 +97,8 @@ fn walk(
         let p = dir.join(&name);
         let np = format!("{node_path}/{}", name.to_string_lossy());
         let m = fs::symlink_metadata(&p)?;
-        let owner = |id: u32, map: &BTreeMap<u32, String>| map.get(&id).cloned().unwrap_or(id.to_string());
+        let owner =
+            |id: u32, map: &BTreeMap<u32, String>| map.get(&id).cloned().unwrap_or(id.to_string());
         let kind = if m.file_type().is_symlink() {
             Kind::Link(fs::read_link(&p)?.to_string_lossy().into_owned())
         } else if m.is_dir() {
@@ -115,7 +120,7 @@ fn walk(
             group: owner(m.gid(), groups),
         });
         if is_dir {
-            walk(root, &p, &np, users, groups, out)?;
+            walk(&p, &np, users, groups, out)?;
         }
     }
     Ok(())
@@ -146,7 +151,13 @@ mod tests {
     use super::*;
 
     fn e(path: &str, kind: Kind, mode: u32) -> Entry {
-        Entry { path: path.into(), kind, mode, user: "root".into(), group: "root".into() }
+        Entry {
+            path: path.into(),
+            kind,
+            mode,
+            user: "root".into(),
+            group: "root".into(),
+        }
     }
 
     #[test]
@@ -190,6 +201,15 @@ mod tests {
         std::os::unix::fs::symlink("../run/lock", r.join("var/lock")).unwrap();
         let entries = collect(r, &BTreeMap::new(), &BTreeMap::new()).unwrap();
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(paths, ["/var/lib", "/var/lib/app", "/var/lib/app/state", "/var/lock", "/var/log"]);
+        assert_eq!(
+            paths,
+            [
+                "/var/lib",
+                "/var/lib/app",
+                "/var/lib/app/state",
+                "/var/lock",
+                "/var/log"
+            ]
+        );
     }
 }

@@ -256,7 +256,11 @@ fn validate(file: &str, f: &Fragment) -> Result<()> {
         for (j, re) in entry.iter().enumerate().skip(1) {
             regex::Regex::new(re).map_err(|e| {
                 // The regex crate draws a multi-line caret diagram; one line here.
-                let msg = e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
+                let msg = e
+                    .to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ");
                 anyhow!("{file}: remove-from-packages[{i}][{j}]: invalid regex: {msg}")
             })?;
         }
@@ -307,11 +311,23 @@ mod tests {
     #[test]
     fn errors_name_file_and_field() {
         let table: &[(&str, &str)] = &[
-            (r#"{"packagez":["a"]}"#, "t.json: packagez: unknown field `packagez`"),
-            (r#"{"packages":["a","b","c",4]}"#, "t.json: packages[3]: invalid type"),
-            (r#"{"recommends":"yes"}"#, "t.json: recommends: invalid type"),
+            (
+                r#"{"packagez":["a"]}"#,
+                "t.json: packagez: unknown field `packagez`",
+            ),
+            (
+                r#"{"packages":["a","b","c",4]}"#,
+                "t.json: packages[3]: invalid type",
+            ),
+            (
+                r#"{"recommends":"yes"}"#,
+                "t.json: recommends: invalid type",
+            ),
             (r#"{"ref":7}"#, "t.json: ref: invalid type"),
-            (r#"{"packages-x86_64":[1]}"#, "t.json: packages-x86_64[0]: invalid type"),
+            (
+                r#"{"packages-x86_64":[1]}"#,
+                "t.json: packages-x86_64[0]: invalid type",
+            ),
             (
                 r#"{"add-files":[["a","/var/lib/x"]]}"#,
                 "t.json: add-files[0][1]: destination \"/var/lib/x\" is under /var",
@@ -340,18 +356,39 @@ mod tests {
                 r#"{"remove-from-packages":[["pkg"]]}"#,
                 "t.json: remove-from-packages[0]: expected [package, regex, ...]",
             ),
-            (r#"{"install-langs":["en"]}"#, "t.json: install-langs: field is not supported"),
-            (r#"{"check-passwd":{"type":"file"}}"#, "t.json: check-passwd.type: unknown variant"),
-            (r#"{"deb":{"suit":"x"}}"#, "t.json: deb.suit: unknown field `suit`"),
-            (r#"{"backend":"apk"}"#, "t.json: backend: unknown variant `apk`"),
-            (r#"{"selinux":true}"#, "t.json: selinux: labelling is not supported"),
-            (r#"{"repos":["fedora"]}"#, "t.json: repos: only used by the rpm backend"),
+            (
+                r#"{"install-langs":["en"]}"#,
+                "t.json: install-langs: field is not supported",
+            ),
+            (
+                r#"{"check-passwd":{"type":"file"}}"#,
+                "t.json: check-passwd.type: unknown variant",
+            ),
+            (
+                r#"{"deb":{"suit":"x"}}"#,
+                "t.json: deb.suit: unknown field `suit`",
+            ),
+            (
+                r#"{"backend":"apk"}"#,
+                "t.json: backend: unknown variant `apk`",
+            ),
+            (
+                r#"{"selinux":true}"#,
+                "t.json: selinux: labelling is not supported",
+            ),
+            (
+                r#"{"repos":["fedora"]}"#,
+                "t.json: repos: only used by the rpm backend",
+            ),
             (r#"["a"]"#, "t.json: a treefile must be a JSON object"),
             (r#"{"a":"#, "t.json: invalid JSON"),
         ];
         for (input, want) in table {
             let got = err(input);
-            assert!(got.starts_with(want), "input {input}\n got: {got}\nwant: {want}…");
+            assert!(
+                got.starts_with(want),
+                "input {input}\n got: {got}\nwant: {want}…"
+            );
             assert!(!got.contains('\n'), "error must be one line: {got}");
         }
     }

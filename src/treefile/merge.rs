@@ -114,7 +114,10 @@ mod tests {
     use crate::treefile::fragment::parse;
 
     fn m(included: &str, includer: &str) -> Fragment {
-        merge(parse("a.json", included).unwrap(), parse("b.json", includer).unwrap())
+        merge(
+            parse("a.json", included).unwrap(),
+            parse("b.json", includer).unwrap(),
+        )
     }
 
     #[test]
@@ -123,22 +126,36 @@ mod tests {
         type Check = fn(&Fragment) -> bool;
         let table: &[(&str, &str, Check)] = &[
             // scalars: includer wins, included fills gaps
-            (r#"{"ref":"a"}"#, r#"{"ref":"b"}"#, |f| f.ref_.as_deref() == Some("b")),
-            (r#"{"ref":"a"}"#, r#"{}"#, |f| f.ref_.as_deref() == Some("a")),
-            (r#"{"recommends":false}"#, r#"{"recommends":true}"#, |f| f.recommends == Some(true)),
+            (r#"{"ref":"a"}"#, r#"{"ref":"b"}"#, |f| {
+                f.ref_.as_deref() == Some("b")
+            }),
+            (r#"{"ref":"a"}"#, r#"{}"#, |f| {
+                f.ref_.as_deref() == Some("a")
+            }),
+            (r#"{"recommends":false}"#, r#"{"recommends":true}"#, |f| {
+                f.recommends == Some(true)
+            }),
             // lists: included items first
             (r#"{"packages":["a","b"]}"#, r#"{"packages":["c"]}"#, |f| {
                 f.packages == Some(vec!["a".into(), "b".into(), "c".into()])
             }),
-            (r#"{"postprocess":["one"]}"#, r#"{"postprocess":["two"]}"#, |f| {
-                f.postprocess == Some(vec!["one".into(), "two".into()])
+            (
+                r#"{"postprocess":["one"]}"#,
+                r#"{"postprocess":["two"]}"#,
+                |f| f.postprocess == Some(vec!["one".into(), "two".into()]),
+            ),
+            (r#"{"units":["x"]}"#, r#"{}"#, |f| {
+                f.units == Some(vec!["x".into()])
             }),
-            (r#"{"units":["x"]}"#, r#"{}"#, |f| f.units == Some(vec!["x".into()])),
             // maps: union, includer wins on a clash
-            (r#"{"variables":{"a":"1","b":"1"}}"#, r#"{"variables":{"b":"2"}}"#, |f| {
-                let v = f.variables.as_ref().unwrap();
-                v["a"].render() == "1" && v["b"].render() == "2"
-            }),
+            (
+                r#"{"variables":{"a":"1","b":"1"}}"#,
+                r#"{"variables":{"b":"2"}}"#,
+                |f| {
+                    let v = f.variables.as_ref().unwrap();
+                    v["a"].render() == "1" && v["b"].render() == "2"
+                },
+            ),
             (
                 r#"{"add-commit-metadata":{"k":"old","x":1}}"#,
                 r#"{"add-commit-metadata":{"k":"new"}}"#,
@@ -148,9 +165,11 @@ mod tests {
                 },
             ),
             // arch lists concatenate per arch
-            (r#"{"packages-x86_64":["a"]}"#, r#"{"packages-x86_64":["b"]}"#, |f| {
-                f.arch_packages["x86_64"] == vec!["a".to_string(), "b".to_string()]
-            }),
+            (
+                r#"{"packages-x86_64":["a"]}"#,
+                r#"{"packages-x86_64":["b"]}"#,
+                |f| f.arch_packages["x86_64"] == vec!["a".to_string(), "b".to_string()],
+            ),
             // the deb source merges field by field
             (
                 r#"{"deb":{"suite":"bookworm","components":["main"]}}"#,

@@ -105,7 +105,10 @@ fn load_recursive(
     }
     if stack.contains(&file.to_path_buf()) {
         let chain: Vec<String> = stack.iter().map(|p| p.display().to_string()).collect();
-        bail!("{shown}: include: cycle ({} -> {shown})", chain.join(" -> "));
+        bail!(
+            "{shown}: include: cycle ({} -> {shown})",
+            chain.join(" -> ")
+        );
     }
     if !seen.insert(file.to_path_buf()) {
         bail!("{shown}: include: file is included more than once");
@@ -113,6 +116,7 @@ fn load_recursive(
     let text = std::fs::read_to_string(file).with_context(|| format!("{shown}: cannot read"))?;
     let mut frag = fragment::parse(&shown, &text)?;
     let dir = file.parent().expect("a file has a parent");
+    check_sources_exist(&shown, &frag, dir)?;
     rebase_paths(&mut frag, dir, rootdir);
 
     let mut includes: Vec<(String, String)> = frag
@@ -138,7 +142,10 @@ fn load_recursive(
     for (field, inc) in includes {
         let target = dir.join(&inc);
         let target = target.canonicalize().with_context(|| {
-            format!("{shown}: {field}: included file {} not found", target.display())
+            format!(
+                "{shown}: {field}: included file {} not found",
+                target.display()
+            )
         })?;
         let child = load_recursive(&target, rootdir, seen, stack)?;
         // Several includes: each later one is merged over the earlier ones.
@@ -152,6 +159,30 @@ fn load_recursive(
         None => frag,
         Some(b) => merge::merge(b, frag),
     })
+}
+
+/// Files named by the treefile must exist now, not fail after a long
+/// package installation.
+fn check_sources_exist(shown: &str, frag: &Fragment, dir: &Path) -> Result<()> {
+    for (i, (src, _)) in frag.add_files.iter().flatten().enumerate() {
+        let p = dir.join(src);
+        if !p.is_file() {
+            bail!(
+                "{shown}: add-files[{i}][0]: {} is not a readable file",
+                p.display()
+            );
+        }
+    }
+    if let Some(s) = &frag.postprocess_script {
+        let p = dir.join(s);
+        if !p.is_file() {
+            bail!(
+                "{shown}: postprocess-script: {} is not a readable file",
+                p.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Make paths that are relative to the file's own directory relative to the
@@ -238,7 +269,8 @@ fn finalize(f: Fragment, basedir: PathBuf, shown: &str) -> Result<Treefile> {
         metadata.insert(k, v);
     }
 
-    let kind = |c: Option<fragment::CheckPasswd>| c.map(|c| c.kind).unwrap_or(CheckPasswdKind::Previous);
+    let kind =
+        |c: Option<fragment::CheckPasswd>| c.map(|c| c.kind).unwrap_or(CheckPasswdKind::Previous);
 
     Ok(Treefile {
         ref_,

@@ -42,7 +42,10 @@ fn include_merge_order_and_rebased_paths() {
     assert_eq!(t.postprocess, ["echo base", "echo node"]);
     assert_eq!(t.units, ["a.service", "b.service"]);
     assert!(!t.recommends, "included scalar fills a gap");
-    assert_eq!(t.add_files, [("base/f/one".to_string(), "/etc/one".to_string())]);
+    assert_eq!(
+        t.add_files,
+        [("base/f/one".to_string(), "/etc/one".to_string())]
+    );
     assert!(t.referenced_files()[0].ends_with("base/f/one"));
 }
 
@@ -91,26 +94,70 @@ fn loader_errors_name_file_and_field() {
     write(p, "cyc-b.json", r#"{"include":"cyc-a.json"}"#);
     write(p, "self.json", r#"{"ref":"r","include":"self.json"}"#);
     write(p, "leaf.json", r#"{"packages":["a"]}"#);
-    write(p, "twice.json", r#"{"ref":"r","include":["leaf.json","leaf.json"]}"#);
-    write(p, "missing.json", r#"{"ref":"r","include":["leaf.json","nope.json"]}"#);
-    write(p, "badchild.json", r#"{"ref":"r","include":"child-bad.json"}"#);
+    write(
+        p,
+        "twice.json",
+        r#"{"ref":"r","include":["leaf.json","leaf.json"]}"#,
+    );
+    write(
+        p,
+        "missing.json",
+        r#"{"ref":"r","include":["leaf.json","nope.json"]}"#,
+    );
+    write(
+        p,
+        "badchild.json",
+        r#"{"ref":"r","include":"child-bad.json"}"#,
+    );
     write(p, "child-bad.json", r#"{"packages":["a",{"x":1}]}"#);
     write(p, "noref.json", r#"{"packages":["a"]}"#);
     write(p, "badvar.json", r#"{"ref":"os/${nope}"}"#);
     write(p, "badref.json", r#"{"ref":"os//x"}"#);
-    write(p, "excl.json", r#"{"ref":"r","packages":["a"],"exclude-packages":["a"]}"#);
-    write(p, "rpm.json", r#"{"ref":"r","backend":"rpm","repos":["fedora"]}"#);
+    write(
+        p,
+        "excl.json",
+        r#"{"ref":"r","packages":["a"],"exclude-packages":["a"]}"#,
+    );
+    write(
+        p,
+        "rpm.json",
+        r#"{"ref":"r","backend":"rpm","repos":["fedora"]}"#,
+    );
+    write(
+        p,
+        "nosrc.json",
+        r#"{"ref":"r","add-files":[["files/none","/etc/x"]]}"#,
+    );
+    write(
+        p,
+        "noscript.json",
+        r#"{"ref":"r","postprocess-script":"post.sh"}"#,
+    );
     let table: &[(&str, &str)] = &[
         ("cyc-a.json", "cyc-a.json: include: cycle ("),
         ("self.json", "self.json: include: cycle"),
-        ("twice.json", "leaf.json: include: file is included more than once"),
+        (
+            "twice.json",
+            "leaf.json: include: file is included more than once",
+        ),
         ("missing.json", "missing.json: include[1]: included file"),
         ("badchild.json", "child-bad.json: packages[1]: invalid type"),
         ("noref.json", "noref.json: ref: missing"),
         ("badvar.json", "badvar.json: ref: unknown variable ${nope}"),
-        ("badref.json", "badref.json: ref: \"os//x\" is not a valid ostree ref"),
-        ("excl.json", "excl.json: exclude-packages: \"a\" is both requested"),
-        ("rpm.json", "rpm.json: backend: the rpm backend is not implemented yet"),
+        (
+            "badref.json",
+            "badref.json: ref: \"os//x\" is not a valid ostree ref",
+        ),
+        (
+            "excl.json",
+            "excl.json: exclude-packages: \"a\" is both requested",
+        ),
+        (
+            "rpm.json",
+            "rpm.json: backend: the rpm backend is not implemented yet",
+        ),
+        ("nosrc.json", "nosrc.json: add-files[0][0]: "),
+        ("noscript.json", "noscript.json: postprocess-script: "),
     ];
     for (file, want) in table {
         let got = load_err(&p.join(file));
@@ -118,18 +165,28 @@ fn loader_errors_name_file_and_field() {
         assert!(!got.contains('\n'), "one line: {got}");
     }
     let got = load_err(&p.join("does-not-exist.json"));
-    assert!(got.contains("does-not-exist.json: cannot open treefile"), "{got}");
+    assert!(
+        got.contains("does-not-exist.json: cannot open treefile"),
+        "{got}"
+    );
 }
 
 #[test]
 fn depth_is_bounded() {
     let d = tempfile::tempdir().unwrap();
     for i in 0..40 {
-        write(d.path(), &format!("{i}.json"), &format!(r#"{{"include":"{}.json"}}"#, i + 1));
+        write(
+            d.path(),
+            &format!("{i}.json"),
+            &format!(r#"{{"include":"{}.json"}}"#, i + 1),
+        );
     }
     write(d.path(), "40.json", r#"{"ref":"r"}"#);
     let got = load_err(&d.path().join("0.json"));
-    assert!(got.contains("include: nesting deeper than 32 files"), "{got}");
+    assert!(
+        got.contains("include: nesting deeper than 32 files"),
+        "{got}"
+    );
 }
 
 #[test]
@@ -141,6 +198,9 @@ fn relative_path_table() {
         ("/a/b/c", "/d", "../../../d"),
     ];
     for (from, to, want) in t {
-        assert_eq!(relative_path(Path::new(from), Path::new(to)), PathBuf::from(want));
+        assert_eq!(
+            relative_path(Path::new(from), Path::new(to)),
+            PathBuf::from(want)
+        );
     }
 }

@@ -35,7 +35,10 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let ok = [
-            ("keelson/${releasever}/${basearch}/node", "keelson/12/x86_64/node"),
+            (
+                "keelson/${releasever}/${basearch}/node",
+                "keelson/12/x86_64/node",
+            ),
             ("plain", "plain"),
             ("${releasever}", "12"),
             ("a$b{c}", "a$b{c}"),

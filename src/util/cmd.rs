@@ -20,7 +20,13 @@ pub struct Cmd {
 
 impl Cmd {
     pub fn new(program: impl Into<OsString>) -> Self {
-        Cmd { program: program.into(), args: Vec::new(), env: Vec::new(), stdin: None, dir: None }
+        Cmd {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+            dir: None,
+        }
     }
 
     pub fn arg(mut self, a: impl Into<OsString>) -> Self {
@@ -93,7 +99,11 @@ impl Cmd {
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
             let stdout = String::from_utf8_lossy(&out.stdout);
-            let source = if stderr.trim().is_empty() { stdout } else { stderr };
+            let source = if stderr.trim().is_empty() {
+                stdout
+            } else {
+                stderr
+            };
             bail!(
                 "`{}` failed ({}):\n{}",
                 self.display(),
@@ -114,7 +124,8 @@ pub fn tail(s: &str, n: usize) -> String {
 
 fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
     {
         s.to_string()
     } else {
@@ -133,7 +144,10 @@ mod tests {
             .run()
             .unwrap_err()
             .to_string();
-        assert!(e.contains("`sh -c 'echo one >&2; echo two >&2; exit 3'` failed"), "{e}");
+        assert!(
+            e.contains("`sh -c 'echo one >&2; echo two >&2; exit 3'` failed"),
+            "{e}"
+        );
         assert!(e.contains("exit status: 3"), "{e}");
         assert!(e.ends_with("one\ntwo"), "{e}");
     }

@@ -12,8 +12,7 @@ pub fn step<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let pb = ProgressBar::new_spinner();
         pb.set_style(
-            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-                .expect("static template"),
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("static template"),
         );
         pb.set_message(name.to_string());
         pb.enable_steady_tick(Duration::from_millis(120));

@@ -1,0 +1,134 @@
+//! Bad input through the real `keelson compose` command line: a one-line
+//! error naming the file and the field, a non-zero exit, and no repo
+//! written. Needs no root and no network: every case fails before the
+//! package backend runs.
+
+use std::path::Path;
+use std::process::Command;
+
+fn compose(treefile: &Path, repo: &Path) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
+        .arg("compose")
+        .arg(treefile)
+        .arg("--repo")
+        .arg(repo)
+        .output()
+        .expect("run keelson");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn bad_treefiles_fail_before_writing_anything() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "unknown.json",
+            r#"{"ref":"r","packges":["a"]}"#,
+            "unknown.json: packges: unknown field",
+        ),
+        (
+            "type.json",
+            r#"{"ref":"r","packages":["a","b","c",4]}"#,
+            "type.json: packages[3]: invalid type",
+        ),
+        (
+            "var.json",
+            r#"{"ref":"r","add-files":[["x","/var/lib/x"]]}"#,
+            "var.json: add-files[0][1]: destination \"/var/lib/x\" is under /var",
+        ),
+        (
+            "dotdot.json",
+            r#"{"ref":"r","add-files":[["x","/usr/../x"]]}"#,
+            "dotdot.json: add-files[0][1]: destination \"/usr/../x\" must not contain '..'",
+        ),
+        (
+            "abs.json",
+            r#"{"ref":"r","remove-files":["/etc/x"]}"#,
+            "abs.json: remove-files[0]: \"/etc/x\" must be relative",
+        ),
+        (
+            "missing.json",
+            r#"{"ref":"r","include":"nope.json"}"#,
+            "missing.json: include[0]: included file",
+        ),
+        (
+            "cycle.json",
+            r#"{"ref":"r","include":"cycle.json"}"#,
+            "cycle.json: include: cycle",
+        ),
+        (
+            "nosrc.json",
+            r#"{"ref":"r","add-files":[["nofile","/etc/x"]]}"#,
+            "nosrc.json: add-files[0][0]:",
+        ),
+        ("json.json", r#"{"ref":"r","#, "json.json: invalid JSON"),
+    ];
+    for (name, text, want) in cases {
+        let tf = p.join(name);
+        std::fs::write(&tf, text).unwrap();
+        let repo = p.join(format!("repo-{name}"));
+        let (ok, stderr) = compose(&tf, &repo);
+        assert!(!ok, "{name}: must fail");
+        let line = stderr.trim();
+        assert!(line.starts_with("error: "), "{name}: {line}");
+        assert!(line.contains(want), "{name}\n got: {line}\nwant: …{want}…");
+        assert_eq!(line.lines().count(), 1, "{name}: one line: {line}");
+        assert!(!repo.exists(), "{name}: nothing may be written to the repo");
+    }
+    let (ok, stderr) = compose(&p.join("absent.json"), &p.join("repo"));
+    assert!(
+        !ok && stderr.contains("absent.json: cannot open treefile"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn print_only_flattens_the_default_treefile() {
+    let tf = Path::new(env!("CARGO_MANIFEST_DIR")).join("treefiles/k8s-node.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
+        .args(["compose", "--print-only", "--repo", "/nonexistent/repo"])
+        .arg(&tf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["ref"],
+        format!("keelson/12/{}/k8s-node", std::env::consts::ARCH)
+    );
+    let pkgs: Vec<&str> = v["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    // From base.json (included) and k8s-node.json (includer).
+    for p in [
+        "linux-image-cloud-amd64",
+        "ostree-boot",
+        "containerd",
+        "logrotate",
+    ] {
+        assert!(pkgs.contains(&p), "{p} missing from {pkgs:?}");
+    }
+    let units: Vec<&str> = v["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        units.last(),
+        Some(&"containerd.service"),
+        "includer's units come after the base's"
+    );
+    assert!(!Path::new("/nonexistent/repo").exists());
+}

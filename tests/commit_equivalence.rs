@@ -1,0 +1,140 @@
+//! keelson's parallel commit writer must give exactly the commit that
+//! `ostree commit --tree=dir=` gives for the same directory: regular files,
+//! executables, symlinks, hardlinks, empty files and directories, odd
+//! modes and extended attributes. Needs the `ostree` CLI.
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::Path;
+use std::process::Command;
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn fixture(root: &Path) {
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::create_dir_all(root.join("usr/share/empty")).unwrap();
+    fs::create_dir_all(root.join("etc/private")).unwrap();
+    fs::write(root.join("usr/bin/tool"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(root.join("usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(root.join("etc/private/secret"), b"s").unwrap();
+    fs::set_permissions(
+        root.join("etc/private/secret"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    fs::set_permissions(root.join("etc/private"), fs::Permissions::from_mode(0o700)).unwrap();
+    fs::write(root.join("usr/share/zero"), b"").unwrap();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    fs::write(root.join("usr/share/big"), &big).unwrap();
+    for i in 0..200 {
+        fs::write(
+            root.join(format!("usr/share/f{i:03}")),
+            format!("file {i}\n"),
+        )
+        .unwrap();
+    }
+    fs::hard_link(root.join("usr/bin/tool"), root.join("usr/bin/tool-link")).unwrap();
+    symlink("tool", root.join("usr/bin/alias")).unwrap();
+    symlink("usr/bin", root.join("bin")).unwrap();
+    symlink("/dangling/target", root.join("etc/dangling")).unwrap();
+    fs::set_permissions(
+        root.join("usr/share/f000"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    // An extended attribute, as Debian binaries carry security.capability.
+    let xattr_ok = Command::new("setfattr")
+        .args(["-n", "user.keelson", "-v", "test"])
+        .arg(root.join("usr/share/f001"))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        xattr_ok,
+        "setfattr (package attr) must work on this filesystem"
+    );
+}
+
+#[test]
+fn same_commit_as_ostree_cli() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    fixture(&tree);
+    let (a, b) = (d.path().join("a"), d.path().join("b"));
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", a.display()))
+        .args(["init", "--mode=archive"]));
+    let cli = run(Command::new("ostree")
+        .arg(format!("--repo={}", a.display()))
+        .args([
+            "commit",
+            "--no-bindings",
+            "--timestamp=@1700000000",
+            "-s",
+            "s",
+            "-b",
+            "t",
+        ])
+        .arg(format!("--tree=dir={}", tree.display())));
+    for threads in ["1", "2", "7"] {
+        let _ = fs::remove_dir_all(&b);
+        let ours = run(Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["commit", "--repo"])
+            .arg(&b)
+            .args([
+                "-b",
+                "t",
+                "-s",
+                "s",
+                "--timestamp",
+                "1700000000",
+                "--threads",
+                threads,
+            ])
+            .arg(&tree));
+        assert_eq!(ours, cli, "threads={threads}");
+        run(Command::new("ostree")
+            .arg(format!("--repo={}", b.display()))
+            .arg("fsck"));
+    }
+}
+
+#[test]
+fn commit_of_unsupported_file_fails_and_leaves_ref_alone() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    fixture(&tree);
+    let repo = d.path().join("repo");
+    let first = run(Command::new(env!("CARGO_BIN_EXE_keelson"))
+        .args(["commit", "--repo"])
+        .arg(&repo)
+        .args(["-b", "t", "--timestamp", "1700000000"])
+        .arg(&tree));
+    // A fifo cannot be committed: the second commit must fail as a whole.
+    run(Command::new("mkfifo").arg(tree.join("usr/share/fifo")));
+    let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
+        .args(["commit", "--repo"])
+        .arg(&repo)
+        .args(["-b", "t"])
+        .arg(&tree)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("usr/share/fifo: device nodes, sockets and fifos cannot be committed"),
+        "{err}"
+    );
+    let now = run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["rev-parse", "t"]));
+    assert_eq!(now, first, "the ref must not move on a failed commit");
+}
