@@ -12,12 +12,18 @@ packages=(
   gcc pkg-config libostree-dev libglib2.0-dev
   # composing: package installation, sandbox, ostree CLI for checks
   mmdebstrap bubblewrap ostree dpkg ca-certificates debian-archive-keyring
+  # images: GPT, filesystems, GRUB images, qcow2
+  fdisk e2fsprogs dosfstools mtools grub-common qemu-utils/bookworm
+  # booting images: QEMU and UEFI firmware
+  qemu-system-x86 ovmf
   # tests and benchmarks: chattr, setfattr, bc
-  e2fsprogs attr bc
+  attr bc
 )
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
-apt-get install -y -q --no-install-recommends "${packages[@]}"
+# qemu-utils/bookworm: some builders carry a newer qemu-utils from
+# backports, which qemu-system-x86 from bookworm cannot be installed beside.
+apt-get install -y -q --no-install-recommends --allow-downgrades "${packages[@]}"
 if ! command -v cargo >/dev/null; then
   echo "install-deps: cargo not found; install a Rust toolchain >= 1.85 first" >&2
   exit 1

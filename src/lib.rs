@@ -4,9 +4,14 @@
 //! modules (added later) must not import the build-side ones.
 
 pub mod backend;
+pub mod boot;
+pub mod build;
 pub mod commit;
 pub mod compose;
+pub mod image;
 pub mod inputhash;
+pub mod node;
 pub mod postprocess;
 pub mod treefile;
 pub mod util;
+pub mod vm;

@@ -25,9 +25,108 @@ struct Cli {
 enum Command {
     /// Compose a treefile into an ostree commit.
     Compose(ComposeArgs),
+    /// Build a bootable disk image (raw or qcow2) from a commit.
+    Image(ImageArgs),
+    /// Compose a treefile and build its images in one step (for CI); writes
+    /// the artifacts and meta.json into the output directory.
+    Build(BuildArgs),
+    /// Boot an image under QEMU (TCG unless --kvm) with the serial console
+    /// on this terminal or in a file.
+    Vm(VmArgs),
+    /// Node: show the booted, staged and rollback deployments.
+    Status(StatusArgs),
     /// Commit an already ostree-shaped directory (the commit step of
     /// compose on its own; what bench/commit.sh times against `ostree commit`).
     Commit(CommitArgs),
+}
+
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// The ostree repo holding the commit.
+    #[arg(long)]
+    repo: PathBuf,
+    /// The ref to install (the node follows REMOTE:REF for updates).
+    #[arg(long = "ref", value_name = "REF")]
+    ref_: String,
+    /// Image definition (partitions, kernel arguments, firmware, remote).
+    #[arg(long, default_value = "images/default.json")]
+    definition: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "qcow2")]
+    format: keelson::image::definition::Format,
+    /// The image file to write (appears only when complete).
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// URL of the node's update remote (default: the definition's).
+    #[arg(long)]
+    remote_url: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct BuildArgs {
+    /// The treefile to compose.
+    treefile: PathBuf,
+    /// Directory for the repo, images and meta.json.
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// Image definition.
+    #[arg(long, default_value = "images/default.json")]
+    definition: PathBuf,
+    /// Package cache and work directory (as for compose).
+    #[arg(long)]
+    cachedir: Option<PathBuf>,
+    /// URL of the node's update remote (default: the definition's).
+    #[arg(long)]
+    remote_url: Option<String>,
+    /// Print meta.json on standard output as well.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+struct VmArgs {
+    /// The disk image (raw or qcow2).
+    image: PathBuf,
+    /// Firmware to boot with.
+    #[arg(long, value_enum, default_value = "uefi")]
+    firmware: FirmwareArg,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Use KVM instead of TCG emulation (only where /dev/kvm works).
+    #[arg(long)]
+    kvm: bool,
+    /// Discard the guest's writes to the image.
+    #[arg(long)]
+    snapshot: bool,
+    /// Write the serial console to FILE instead of this terminal.
+    #[arg(long, value_name = "FILE")]
+    serial_log: Option<PathBuf>,
+    /// With --serial-log: succeed as soon as TEXT appears on the console.
+    #[arg(long, value_name = "TEXT", requires = "serial_log")]
+    expect: Option<String>,
+    /// With --serial-log: give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum FirmwareArg {
+    Uefi,
+    Bios,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+    /// The sysroot to inspect.
+    #[arg(long, default_value = "/")]
+    sysroot: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -121,6 +220,69 @@ fn threads(n: Option<usize>) -> usize {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Image(a) => {
+            let art = keelson::image::build(&keelson::image::Options {
+                repo: a.repo,
+                ref_: a.ref_,
+                definition: a.definition,
+                format: a.format,
+                output: a.output.clone(),
+                remote_url: a.remote_url,
+            })?;
+            println!(
+                "Wrote {} ({} bytes, sha256 {})",
+                a.output.display(),
+                art.size,
+                art.sha256
+            );
+            Ok(())
+        }
+        Command::Build(a) => {
+            let meta = keelson::build::run(&keelson::build::Options {
+                treefile: a.treefile,
+                output: a.output,
+                definition: a.definition,
+                cachedir: a.cachedir,
+                remote_url: a.remote_url,
+                threads: threads(None),
+                source_date_epoch: source_date_epoch()?,
+            })?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&meta)?);
+            }
+            Ok(())
+        }
+        Command::Vm(a) => {
+            let firmware = match a.firmware {
+                FirmwareArg::Uefi => keelson::image::definition::Firmware::Uefi,
+                FirmwareArg::Bios => keelson::image::definition::Firmware::Bios,
+            };
+            let out = keelson::vm::run(&keelson::vm::Options {
+                image: a.image,
+                firmware,
+                memory_mib: a.memory,
+                cpus: a.cpus,
+                kvm: a.kvm,
+                snapshot: a.snapshot,
+                serial_log: a.serial_log,
+                expect: a.expect.clone(),
+                timeout: std::time::Duration::from_secs(a.timeout),
+                extra_disks: vec![],
+            })?;
+            if let Some(e) = a.expect {
+                println!("{e:?} seen after {:.0}s", out.seconds);
+            }
+            Ok(())
+        }
+        Command::Status(a) => {
+            let st = keelson::node::status::read(&a.sysroot)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", keelson::node::status::render(&st));
+            }
+            Ok(())
+        }
         Command::Commit(a) => {
             let ts = match (a.timestamp, source_date_epoch()?) {
                 (Some(t), _) => t,
@@ -167,6 +329,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn main() -> ExitCode {
+    // ostree's grub2 backend runs `grub-mkconfig -o …/grub.cfg`; on nodes
+    // /usr/sbin/grub-mkconfig is a link to this binary.
+    let mut args = std::env::args();
+    let argv0 = args.next().unwrap_or_default();
+    if std::path::Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "grub-mkconfig")
+    {
+        let rest: Vec<String> = args.collect();
+        return match keelson::boot::grubcfg::mkconfig(&rest) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("grub-mkconfig (keelson): {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     init_logging(cli.verbose);
     match run(cli) {

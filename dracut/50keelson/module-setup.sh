@@ -1,16 +1,19 @@
 #!/bin/bash
 # keelson's dracut module: what every keelson node needs at early boot.
-# ostree's own module (98ostree, from Debian's ostree-boot) installs
-# ostree-prepare-root and its unit; this module pulls it in and adds the
+#
+# It wires ostree-prepare-root the way ostree's own module does (binary,
+# unit, enabled under initrd-root-fs.target), so the initramfs does not
+# depend on the distribution's packaging of that module, and adds the
 # storage drivers a node may boot from, whatever machine built the image.
 
 check() {
     # Only when asked for (keelson.conf adds it); never picked up by hostonly.
+    require_binaries /usr/lib/ostree/ostree-prepare-root || return 1
     return 255
 }
 
 depends() {
-    echo ostree systemd
+    echo systemd
 }
 
 installkernel() {
@@ -19,5 +22,9 @@ installkernel() {
 }
 
 install() {
-    :
+    inst_multiple /usr/lib/ostree/ostree-prepare-root
+    inst_simple "${systemdsystemunitdir}/ostree-prepare-root.service"
+    mkdir -p "${initdir}${systemdsystemconfdir}/initrd-root-fs.target.wants"
+    ln_r "${systemdsystemunitdir}/ostree-prepare-root.service" \
+        "${systemdsystemconfdir}/initrd-root-fs.target.wants/ostree-prepare-root.service"
 }

@@ -38,6 +38,34 @@ pub fn embed_agent(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
+/// ostree's grub2 backend runs `/usr/sbin/grub-mkconfig` on the node
+/// (`ostree admin`, ostree-finalize-staged): divert Debian's script, which
+/// does not work on an ostree system, and let keelson's menu generator
+/// answer under that name (it dispatches on argv[0]).
+pub fn divert_grub_mkconfig(ctx: &Ctx) -> Result<()> {
+    let prog = "/usr/sbin/grub-mkconfig";
+    if ctx.root.join(prog.trim_start_matches('/')).exists() {
+        super::sandbox::run(
+            ctx.root,
+            &[
+                "dpkg-divert",
+                "--local",
+                "--rename",
+                "--divert",
+                "/usr/sbin/grub-mkconfig.debian",
+                "--add",
+                prog,
+            ],
+            ctx.source_date_epoch,
+        )
+        .context("diverting /usr/sbin/grub-mkconfig")?;
+    }
+    symlink_replace(
+        "../bin/keelson",
+        &ctx.root.join(prog.trim_start_matches('/')),
+    )
+}
+
 /// Secrets and identities every node would otherwise share; they are
 /// created on first boot (machine-id by systemd, host keys by the
 /// keygen unit the base treefile ships).

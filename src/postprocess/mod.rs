@@ -38,6 +38,10 @@ type Step = fn(&Ctx) -> Result<()>;
 pub const STEPS: &[(&str, Step)] = &[
     ("clean pseudo filesystems", layout::clean_pseudo_fs),
     ("embed node agent", layout::embed_agent),
+    (
+        "grub-mkconfig → keelson menu generator",
+        layout::divert_grub_mkconfig,
+    ),
     ("install dracut module", initramfs::install_module),
     ("add-files", treefile_steps::add_files),
     ("remove-from-packages", treefile_steps::remove_from_packages),

@@ -1,0 +1,80 @@
+//! `keelson build`: compose + images in one step for CI, with a meta.json
+//! describing every artifact.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::image::{self, definition::Definition};
+use crate::util::fsutil::write_atomic;
+
+pub struct Options {
+    pub treefile: PathBuf,
+    pub output: PathBuf,
+    pub definition: PathBuf,
+    pub cachedir: Option<PathBuf>,
+    pub remote_url: Option<String>,
+    pub threads: usize,
+    pub source_date_epoch: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Meta {
+    #[serde(rename = "ref")]
+    pub ref_: String,
+    pub commit: String,
+    pub version: Option<String>,
+    pub inputhash: String,
+    /// The archive repo (relative to the output directory).
+    pub repo: String,
+    pub artifacts: Vec<image::Artifact>,
+}
+
+pub fn run(o: &Options) -> Result<Meta> {
+    // Fail on a bad definition before the long compose.
+    let def = Definition::load(&o.definition)?;
+    std::fs::create_dir_all(&o.output)
+        .with_context(|| format!("{}: cannot create output directory", o.output.display()))?;
+    let repo = o.output.join("repo");
+    let composed = crate::compose::run(&crate::compose::Options {
+        treefile: o.treefile.clone(),
+        repo: repo.clone(),
+        cachedir: o.cachedir.clone(),
+        print_only: false,
+        dry_run: false,
+        force_nocache: false,
+        touch_if_changed: None,
+        write_composejson_to: Some(o.output.join("compose.json")),
+        threads: o.threads,
+        source_date_epoch: o.source_date_epoch,
+    })?;
+    let commit = composed.commit.context("compose produced no commit")?;
+    let mut artifacts = Vec::new();
+    for format in &def.formats {
+        let ext = match format {
+            image::definition::Format::Raw => "raw",
+            image::definition::Format::Qcow2 => "qcow2",
+        };
+        let output = o.output.join(format!("{}.{ext}", def.name));
+        artifacts.push(image::build(&image::Options {
+            repo: repo.clone(),
+            ref_: composed.ref_.clone(),
+            definition: o.definition.clone(),
+            format: *format,
+            output,
+            remote_url: o.remote_url.clone(),
+        })?);
+    }
+    let meta = Meta {
+        ref_: composed.ref_,
+        commit,
+        version: composed.version,
+        inputhash: composed.inputhash,
+        repo: "repo".into(),
+        artifacts,
+    };
+    let text = serde_json::to_string_pretty(&meta)? + "\n";
+    write_atomic(&o.output.join("meta.json"), text.as_bytes())?;
+    Ok(meta)
+}

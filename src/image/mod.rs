@@ -1,0 +1,342 @@
+//! `keelson image`: an ostree commit → a bootable GPT disk (raw or qcow2),
+//! built rootless from directories (DESIGN §5): staging sysroot, filesystems
+//! by `mkfs.ext4 -d` and mtools, GPT by sfdisk, GRUB for UEFI and BIOS.
+
+pub mod definition;
+pub mod grub;
+pub mod sysroot;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::util::cmd::Cmd;
+use crate::util::progress::step;
+use definition::{Definition, Firmware, Format, Part};
+
+const FSTAB_TEMPLATE: &str = include_str!("templates/fstab.tera");
+
+pub struct Options {
+    pub repo: PathBuf,
+    pub ref_: String,
+    pub definition: PathBuf,
+    pub format: Format,
+    pub output: PathBuf,
+    pub remote_url: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Artifact {
+    pub name: String,
+    pub format: Format,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The commit `ref_` points at, or a clear error (before any work starts).
+fn resolve(repo: &Path, ref_: &str) -> Result<String> {
+    let Some(r) = crate::commit::open_existing(repo)? else {
+        bail!(
+            "--repo {}: not an ostree repo (no config file)",
+            repo.display()
+        );
+    };
+    r.resolve_rev(ref_, true)
+        .with_context(|| format!("--ref {ref_}: cannot resolve"))?
+        .map(|c| c.to_string())
+        .with_context(|| format!("--ref {ref_}: no such ref in {}", repo.display()))
+}
+
+fn mib(bytes: u64) -> u64 {
+    bytes / (1024 * 1024)
+}
+
+/// Disk usage of `dir` in MiB (hardlinks counted once).
+fn du_mib(dir: &Path) -> Result<u64> {
+    let out = Cmd::new("du")
+        .args(["-s", "--block-size=1M"])
+        .arg(dir)
+        .run()?;
+    out.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .with_context(|| format!("du {}: unexpected output {out:?}", dir.display()))
+}
+
+fn mkfs_ext4(img: &Path, label: &str, uuid: &str, dir: &Path, size: u64) -> Result<()> {
+    Cmd::new("mkfs.ext4")
+        .args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid, "-d"])
+        .arg(dir)
+        .arg(img)
+        .arg(format!("{}k", size / 1024))
+        .run()
+        .with_context(|| format!("building the {label} filesystem"))?;
+    Ok(())
+}
+
+fn mkfs_esp(img: &Path, volid: &str, efi: Option<&Path>, size: u64) -> Result<()> {
+    Cmd::new("mkfs.fat")
+        .args(["-C", "-n", "ESP", "-i", volid])
+        .arg(img)
+        .arg((size / 1024).to_string())
+        .run()
+        .context("building the ESP")?;
+    if let Some(efi) = efi {
+        let i = img.display().to_string();
+        Cmd::new("mmd")
+            .args(["-i", &i, "::/EFI", "::/EFI/BOOT"])
+            .run()?;
+        Cmd::new("mcopy")
+            .args(["-i", &i])
+            .arg(efi)
+            .arg("::/EFI/BOOT/BOOTX64.EFI")
+            .run()
+            .context("copying GRUB onto the ESP")?;
+    }
+    Ok(())
+}
+
+fn dd_into(disk: &Path, part: &Path, offset: u64) -> Result<()> {
+    Cmd::new("dd")
+        .arg(format!("if={}", part.display()))
+        .arg(format!("of={}", disk.display()))
+        .args([
+            "bs=4M",
+            "conv=notrunc,sparse",
+            "oflag=seek_bytes",
+            "status=none",
+        ])
+        .arg(format!("seek={offset}"))
+        .run()
+        .with_context(|| format!("writing {} into the disk", part.display()))?;
+    Ok(())
+}
+
+fn write_at(disk: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = fs::OpenOptions::new().write(true).open(disk)?;
+    f.seek(SeekFrom::Start(offset))?;
+    f.write_all(bytes)?;
+    Ok(())
+}
+
+fn random_uuid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f = fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn part<'a>(layout: &'a [Part], name: &str) -> &'a Part {
+    layout
+        .iter()
+        .find(|p| p.name == name)
+        .expect("layout has every partition")
+}
+
+/// Build the image; the output file appears only when complete.
+pub fn build(opts: &Options) -> Result<Artifact> {
+    let def = Definition::load(&opts.definition)?;
+    let layout = def.layout()?;
+    let commit = resolve(&opts.repo, &opts.ref_)?;
+    let out_dir = match opts.output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !out_dir.is_dir() {
+        bail!(
+            "--output {}: directory {} does not exist",
+            opts.output.display(),
+            out_dir.display()
+        );
+    }
+    let work = tempfile::Builder::new()
+        .prefix("keelson-image-")
+        .tempdir()?;
+    let w = work.path();
+    let result = build_in(opts, &def, &layout, &commit, w, &out_dir);
+    sysroot::release(&w.join("sysroot"));
+    result
+}
+
+fn build_in(
+    opts: &Options,
+    def: &Definition,
+    layout: &[Part],
+    commit: &str,
+    w: &Path,
+    out_dir: &Path,
+) -> Result<Artifact> {
+    // ostree runs `OSTREE_GRUB2_EXEC -o …/grub.cfg`: a link named
+    // grub-mkconfig to this binary runs keelson's menu generator.
+    let bin = w.join("bin");
+    fs::create_dir_all(&bin)?;
+    let mkconfig = bin.join("grub-mkconfig");
+    std::os::unix::fs::symlink(std::env::current_exe()?, &mkconfig)?;
+
+    let (boot_uuid, root_uuid) = (random_uuid(), random_uuid());
+    let esp_volid = format!("{:08X}", rand_u32());
+    let mut kargs = vec![format!("root=UUID={root_uuid}"), "rw".to_string()];
+    kargs.extend(def.kernel_args.iter().cloned());
+    let url = opts
+        .remote_url
+        .clone()
+        .unwrap_or_else(|| def.remote.url.clone());
+
+    let root = w.join("sysroot");
+    fs::create_dir_all(&root)?;
+    let staged = step("deploying into a staging sysroot", || {
+        sysroot::stage(
+            &root,
+            &opts.repo,
+            &opts.ref_,
+            commit,
+            &def.osname,
+            &def.remote.name,
+            &url,
+            &kargs,
+            &mkconfig,
+        )
+    })?;
+    let mut ctx = tera::Context::new();
+    ctx.insert("boot_uuid", &boot_uuid);
+    let fstab = tera::Tera::one_off(FSTAB_TEMPLATE, &ctx, false)?;
+    fs::write(staged.deployment.join("etc/fstab"), fstab)?;
+    Cmd::new("grub-editenv")
+        .arg(root.join("boot/grubenv"))
+        .arg("create")
+        .run()?;
+
+    let early = w.join("early.cfg");
+    fs::write(&early, grub::early_config(&boot_uuid)?)?;
+    let efi = if def.firmware.contains(&Firmware::Uefi) {
+        let p = w.join("BOOTX64.EFI");
+        grub::efi_image(&staged.deployment, &early, &p)?;
+        Some(p)
+    } else {
+        None
+    };
+
+    // /boot is its own filesystem: take it out of the root's directory.
+    let bootdir = w.join("bootfs");
+    fs::rename(root.join("boot"), &bootdir)?;
+    fs::create_dir(root.join("boot"))?;
+    let (rootp, bootp, espp) = (
+        part(layout, "root"),
+        part(layout, "boot"),
+        part(layout, "esp"),
+    );
+    let need = du_mib(&root)?;
+    // ext4 metadata, the journal and reserved blocks need headroom.
+    if need + need / 5 + 64 > mib(rootp.size) {
+        bail!(
+            "{}: partitions: the root partition ({} MiB) is too small for the tree ({need} MiB); raise disk-size-mib",
+            opts.definition.display(),
+            mib(rootp.size)
+        );
+    }
+    step("building filesystems", || {
+        mkfs_ext4(&w.join("root.img"), "root", &root_uuid, &root, rootp.size)?;
+        mkfs_ext4(
+            &w.join("boot.img"),
+            "boot",
+            &boot_uuid,
+            &bootdir,
+            bootp.size,
+        )?;
+        mkfs_esp(&w.join("esp.img"), &esp_volid, efi.as_deref(), espp.size)
+    })?;
+
+    let raw = w.join("disk.raw");
+    step("assembling the disk", || {
+        let f = fs::File::create(&raw)?;
+        f.set_len(def.disk_size_mib * 1024 * 1024)?;
+        drop(f);
+        Cmd::new("sfdisk")
+            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+            .arg(&raw)
+            .stdin(def.sfdisk_script()?.into_bytes())
+            .run()
+            .context("writing the GPT")?;
+        dd_into(&raw, &w.join("esp.img"), espp.start)?;
+        dd_into(&raw, &w.join("boot.img"), bootp.start)?;
+        dd_into(&raw, &w.join("root.img"), rootp.start)?;
+        if def.firmware.contains(&Firmware::Bios) {
+            let bios = part(layout, "bios");
+            let (mbr, core) = grub::bios_images(&staged.deployment, &early, w, bios.start / 512)?;
+            if core.len() as u64 > bios.size {
+                bail!(
+                    "GRUB core.img ({} bytes) does not fit the BIOS boot partition",
+                    core.len()
+                );
+            }
+            write_at(&raw, bios.start, &core)?;
+            write_at(&raw, 0, &mbr[..440])?;
+        }
+        Ok(())
+    })?;
+
+    let tmp = tempfile::Builder::new()
+        .prefix(".keelson-image-")
+        .tempfile_in(out_dir)
+        .with_context(|| format!("{}: cannot create a temporary file", out_dir.display()))?;
+    match opts.format {
+        Format::Raw => {
+            Cmd::new("cp")
+                .args(["--sparse=always"])
+                .arg(&raw)
+                .arg(tmp.path())
+                .run()?;
+        }
+        Format::Qcow2 => {
+            step("converting to qcow2", || {
+                Cmd::new("qemu-img")
+                    .args(["convert", "-f", "raw", "-O", "qcow2"])
+                    .arg(&raw)
+                    .arg(tmp.path())
+                    .run()
+            })?;
+        }
+    }
+    fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )?;
+    let sha256 = sha256_file(tmp.path())?;
+    let size = fs::metadata(tmp.path())?.len();
+    tmp.persist(&opts.output).with_context(|| {
+        format!(
+            "{}: cannot move the image into place",
+            opts.output.display()
+        )
+    })?;
+    let name = opts
+        .output
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    Ok(Artifact {
+        name,
+        format: opts.format,
+        size,
+        sha256,
+    })
+}
+
+fn rand_u32() -> u32 {
+    uuid::Uuid::new_v4().as_u128() as u32
+}

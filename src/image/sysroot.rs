@@ -1,0 +1,115 @@
+//! A staging sysroot in a plain directory: what `ostree admin` builds on a
+//! host's disk, built here without loop devices or mounts.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::util::cmd::Cmd;
+
+pub struct Staged {
+    pub root: PathBuf,
+    /// The deployment directory (`ostree/deploy/OS/deploy/CHECKSUM.0`).
+    pub deployment: PathBuf,
+    pub commit: String,
+}
+
+fn ostree_repo(sysroot: &Path) -> String {
+    format!("--repo={}", sysroot.join("ostree/repo").display())
+}
+
+/// init-fs, os-init, the update remote, pull-local with the origin set to
+/// `REMOTE:REF`, and a deploy whose menu comes from keelson's generator.
+#[allow(clippy::too_many_arguments)]
+pub fn stage(
+    root: &Path,
+    source_repo: &Path,
+    ref_: &str,
+    commit: &str,
+    osname: &str,
+    remote: &str,
+    remote_url: &str,
+    kargs: &[String],
+    grub_mkconfig: &Path,
+) -> Result<Staged> {
+    let repo = ostree_repo(root);
+    let sr = format!("--sysroot={}", root.display());
+    Cmd::new("ostree")
+        .args(["admin", "init-fs"])
+        .arg(root)
+        .run()?;
+    Cmd::new("ostree")
+        .args(["admin", "os-init", &sr, osname])
+        .run()?;
+    // Without an explicit backend, libostree finds no bootloader on a fresh
+    // /boot and writes no menu.
+    Cmd::new("ostree")
+        .args([&repo, "config", "set", "sysroot.bootloader", "grub2"])
+        .run()?;
+    Cmd::new("ostree")
+        .args([
+            &repo,
+            "remote",
+            "add",
+            "--no-gpg-verify",
+            remote,
+            remote_url,
+            ref_,
+        ])
+        .run()
+        .context("adding the node's update remote")?;
+    Cmd::new("ostree")
+        .args([&repo, "pull-local", &format!("--remote={remote}")])
+        .arg(source_repo)
+        .arg(commit)
+        .run()
+        .context("pulling the commit into the image")?;
+    let origin = format!("{remote}:{ref_}");
+    Cmd::new("ostree")
+        .args([&repo, "refs", &format!("--create={origin}"), commit])
+        .run()?;
+    let mut deploy = Cmd::new("ostree")
+        .args(["admin", "deploy", &sr, &format!("--os={osname}")])
+        // ostree chroots into the deployment to run grub-mkconfig unless the
+        // program is something else: keelson's generator needs no chroot.
+        .env("OSTREE_GRUB2_EXEC", grub_mkconfig.as_os_str());
+    for k in kargs {
+        deploy = deploy.arg(format!("--karg={k}"));
+    }
+    deploy.arg(&origin).run().context("ostree admin deploy")?;
+    // The node mounts /sysroot read-only; only ostree writes to it.
+    Cmd::new("ostree")
+        .args([&repo, "config", "set", "sysroot.readonly", "true"])
+        .run()?;
+    let deployment = root.join(format!("ostree/deploy/{osname}/deploy/{commit}.0"));
+    if !deployment.is_dir() {
+        anyhow::bail!(
+            "{}: deployment missing after ostree admin deploy",
+            deployment.display()
+        );
+    }
+    Ok(Staged {
+        root: root.to_path_buf(),
+        deployment,
+        commit: commit.to_string(),
+    })
+}
+
+/// `ostree admin deploy` marks deployment roots immutable; clear that so
+/// the staging directory can be removed.
+pub fn release(root: &Path) {
+    let deploy = root.join("ostree/deploy");
+    let Ok(oses) = std::fs::read_dir(&deploy) else {
+        return;
+    };
+    for os in oses.flatten() {
+        let Ok(ds) = std::fs::read_dir(os.path().join("deploy")) else {
+            continue;
+        };
+        for d in ds.flatten() {
+            if d.path().is_dir() {
+                let _ = Cmd::new("chattr").arg("-i").arg(d.path()).run();
+            }
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! The node side of keelson: what runs on the machines keelson builds.
+//! Must not import build-side modules (treefile, backend, postprocess,
+//! compose, commit, image).
+
+pub mod status;

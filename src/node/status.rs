@@ -1,0 +1,129 @@
+//! `keelson status`: the node's deployments as libostree sees them.
+
+use anyhow::{Context, Result};
+use ostree::gio;
+use ostree::glib;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct DeploymentInfo {
+    pub osname: String,
+    pub commit: String,
+    pub version: Option<String>,
+    /// Commit time, seconds since the epoch.
+    pub timestamp: u64,
+    /// `remote:ref` the deployment follows.
+    pub origin: Option<String>,
+    pub booted: bool,
+    pub staged: bool,
+    pub pinned: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub sysroot: String,
+    pub booted: Option<DeploymentInfo>,
+    pub staged: Option<DeploymentInfo>,
+    pub rollback: Option<DeploymentInfo>,
+    /// Every deployment in boot order (index 0 boots by default).
+    pub deployments: Vec<DeploymentInfo>,
+}
+
+fn info(
+    repo: &ostree::Repo,
+    d: &ostree::Deployment,
+    booted: Option<&ostree::Deployment>,
+) -> DeploymentInfo {
+    let commit = d.csum().to_string();
+    let (version, timestamp) = match repo.load_variant(ostree::ObjectType::Commit, &commit) {
+        Ok(v) => {
+            let meta = glib::VariantDict::new(Some(&v.child_value(0)));
+            let version = meta.lookup::<String>("version").ok().flatten();
+            (version, ostree::commit_get_timestamp(&v))
+        }
+        Err(_) => (None, 0),
+    };
+    let origin = d
+        .origin()
+        .and_then(|o| o.string("origin", "refspec").ok())
+        .map(|s| s.to_string());
+    DeploymentInfo {
+        osname: d.osname().to_string(),
+        commit,
+        version,
+        timestamp,
+        origin,
+        booted: booted.is_some_and(|b| b.equal(d)),
+        staged: d.is_staged(),
+        pinned: d.is_pinned(),
+    }
+}
+
+/// Read the status of the sysroot at `path` (`/` on a node).
+pub fn read(path: &std::path::Path) -> Result<Status> {
+    let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
+    sysroot.load(gio::Cancellable::NONE).with_context(|| {
+        format!(
+            "{}: cannot load the ostree sysroot (is this a keelson node?)",
+            path.display()
+        )
+    })?;
+    let repo = sysroot.repo();
+    let booted = sysroot.booted_deployment();
+    let all: Vec<DeploymentInfo> = sysroot
+        .deployments()
+        .iter()
+        .map(|d| info(&repo, d, booted.as_ref()))
+        .collect();
+    let staged = sysroot
+        .staged_deployment()
+        .map(|d| info(&repo, &d, booted.as_ref()));
+    let booted_info = booted.as_ref().map(|b| info(&repo, b, booted.as_ref()));
+    // The rollback is the first non-staged deployment after the default one.
+    let rollback = sysroot
+        .deployments()
+        .iter()
+        .filter(|d| !d.is_staged())
+        .nth(1)
+        .map(|d| info(&repo, d, booted.as_ref()));
+    Ok(Status {
+        sysroot: path.display().to_string(),
+        booted: booted_info,
+        staged,
+        rollback,
+        deployments: all,
+    })
+}
+
+/// Human-readable status.
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    if s.deployments.is_empty() {
+        out += "No deployments.\n";
+    }
+    for d in &s.deployments {
+        let mark = if d.booted { "*" } else { " " };
+        let role = if d.staged {
+            " (staged)"
+        } else if s
+            .rollback
+            .as_ref()
+            .is_some_and(|r| r.commit == d.commit && !d.booted)
+        {
+            " (rollback)"
+        } else {
+            ""
+        };
+        out += &format!(
+            "{mark} {} {}{role}\n    Version: {}\n    Origin:  {}\n",
+            d.osname,
+            d.commit,
+            d.version.as_deref().unwrap_or("-"),
+            d.origin.as_deref().unwrap_or("-"),
+        );
+    }
+    if s.booted.is_none() {
+        out += "(not booted into an ostree deployment)\n";
+    }
+    out
+}

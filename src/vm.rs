@@ -1,0 +1,214 @@
+//! `keelson vm`: boot an image under QEMU, for developers trying an image
+//! and for the VM tests. TCG by default (KVM when asked and working); a
+//! fresh copy of the OVMF variables per run; `-no-reboot`, since a reboot
+//! inside a TCG guest is very slow: callers relaunch on the same disk.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::image::definition::Firmware;
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// Serial output that means the boot failed; stop at once.
+pub const FAILURE_PATTERNS: &[&str] = &[
+    "You are in emergency mode",
+    "Entering emergency mode",
+    "Kernel panic",
+    "dracut: Refusing to continue",
+];
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub image: PathBuf,
+    pub firmware: Firmware,
+    pub memory_mib: u32,
+    pub cpus: u32,
+    pub kvm: bool,
+    /// Discard writes to the disk (qemu -snapshot).
+    pub snapshot: bool,
+    /// Serial console to this file instead of the terminal.
+    pub serial_log: Option<PathBuf>,
+    /// With a serial log: stop successfully once this text appears.
+    pub expect: Option<String>,
+    pub timeout: Duration,
+    /// Extra disks (virtio), e.g. an update repo image.
+    pub extra_disks: Vec<PathBuf>,
+}
+
+#[derive(Debug)]
+pub struct Outcome {
+    pub seconds: f64,
+    /// The serial log's content (when logging to a file).
+    pub log: String,
+}
+
+fn image_format(p: &Path) -> &'static str {
+    match std::fs::read(p)
+        .ok()
+        .and_then(|b| b.get(..4).map(|m| m.to_vec()))
+    {
+        Some(m) if m == b"QFI\xfb" => "qcow2",
+        _ => "raw",
+    }
+}
+
+fn command(o: &Options, vars: Option<&Path>) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args([
+        "-machine",
+        "q35",
+        "-m",
+        &o.memory_mib.to_string(),
+        "-smp",
+        &o.cpus.to_string(),
+    ]);
+    if o.kvm {
+        c.args(["-accel", "kvm", "-cpu", "host"]);
+    } else {
+        c.args(["-accel", "tcg", "-cpu", "max"]);
+    }
+    c.args([
+        "-display",
+        "none",
+        "-no-reboot",
+        "-nic",
+        "user,model=virtio-net-pci",
+    ]);
+    c.arg("-drive").arg(format!(
+        "file={},if=virtio,format={}",
+        o.image.display(),
+        image_format(&o.image)
+    ));
+    for d in &o.extra_disks {
+        c.arg("-drive").arg(format!(
+            "file={},if=virtio,format={}",
+            d.display(),
+            image_format(d)
+        ));
+    }
+    if o.snapshot {
+        c.arg("-snapshot");
+    }
+    if let Some(vars) = vars {
+        c.arg("-drive").arg(format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"
+        ));
+        c.arg("-drive").arg(format!(
+            "if=pflash,format=raw,unit=1,file={}",
+            vars.display()
+        ));
+    }
+    match &o.serial_log {
+        Some(log) => {
+            c.args(["-monitor", "none", "-serial"])
+                .arg(format!("file:{}", log.display()));
+            c.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped());
+        }
+        None => {
+            c.args(["-serial", "mon:stdio"]);
+        }
+    }
+    c
+}
+
+/// Boot the image; with a serial log, watch it for `expect` and the
+/// failure patterns, and give up after the timeout.
+pub fn run(o: &Options) -> Result<Outcome> {
+    if !o.image.is_file() {
+        bail!("{}: no such image", o.image.display());
+    }
+    let work = tempfile::tempdir()?;
+    let vars = match o.firmware {
+        Firmware::Uefi => {
+            let v = work.path().join("OVMF_VARS.fd");
+            std::fs::copy(OVMF_VARS, &v)
+                .with_context(|| format!("{OVMF_VARS}: OVMF missing (package ovmf)"))?;
+            Some(v)
+        }
+        Firmware::Bios => None,
+    };
+    if let Some(log) = &o.serial_log {
+        // QEMU appends to an existing file: start from an empty log.
+        crate::util::fsutil::remove_any(log)?;
+    }
+    let mut cmd = command(o, vars.as_deref());
+    tracing::debug!("{cmd:?}");
+    let start = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .context("starting qemu-system-x86_64 (package qemu-system-x86)")?;
+    let Some(log) = &o.serial_log else {
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("qemu exited with {status}");
+        }
+        return Ok(Outcome {
+            seconds: start.elapsed().as_secs_f64(),
+            log: String::new(),
+        });
+    };
+    let result = watch(&mut child, log, o, start);
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn watch(child: &mut Child, log: &Path, o: &Options, start: Instant) -> Result<Outcome> {
+    loop {
+        let text = std::fs::read(log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let seconds = start.elapsed().as_secs_f64();
+        if let Some(p) = FAILURE_PATTERNS.iter().find(|p| text.contains(*p)) {
+            bail!(
+                "boot failed after {seconds:.0}s: serial console shows {p:?}\n{}",
+                crate::util::cmd::tail(&text, 30)
+            );
+        }
+        if let Some(e) = &o.expect
+            && text.contains(e.as_str())
+        {
+            return Ok(Outcome { seconds, log: text });
+        }
+        if let Some(status) = child.try_wait()? {
+            if o.expect.is_none() {
+                return Ok(Outcome { seconds, log: text });
+            }
+            let stderr = child
+                .stderr
+                .take()
+                .map(|mut s| {
+                    let mut buf = String::new();
+                    let _ = std::io::Read::read_to_string(&mut s, &mut buf);
+                    buf
+                })
+                .unwrap_or_default();
+            bail!(
+                "qemu exited ({status}) after {seconds:.0}s before {:?} appeared{}\n{}",
+                o.expect.as_deref().unwrap_or(""),
+                if stderr.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", stderr.trim())
+                },
+                crate::util::cmd::tail(&text, 30)
+            );
+        }
+        if start.elapsed() > o.timeout {
+            bail!(
+                "no {:?} on the serial console within {}s\n{}",
+                o.expect.as_deref().unwrap_or("power-off"),
+                o.timeout.as_secs(),
+                crate::util::cmd::tail(&text, 30)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
