@@ -58,7 +58,7 @@ pub fn parse(name: &str, text: &str) -> Result<Entry> {
 
 /// Entries in menu order: the default deployment (highest version) first.
 pub fn sort_for_menu(mut entries: Vec<Entry>) -> Vec<Entry> {
-    entries.sort_by(|a, b| b.version.cmp(&a.version));
+    entries.sort_by_key(|e| std::cmp::Reverse(e.version));
     entries
 }
 

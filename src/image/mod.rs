@@ -64,26 +64,36 @@ fn du_mib(dir: &Path) -> Result<u64> {
         .with_context(|| format!("du {}: unexpected output {out:?}", dir.display()))
 }
 
-fn mkfs_ext4(img: &Path, label: &str, uuid: &str, dir: &Path, size: u64) -> Result<()> {
+/// Build an ext4 filesystem from `dir` straight into the disk at the
+/// partition's offset: no separate image to copy.
+fn mkfs_ext4(disk: &Path, p: &Part, label: &str, uuid: &str, dir: &Path) -> Result<()> {
+    let size = p.size;
     Cmd::new("mkfs.ext4")
-        .args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid, "-d"])
+        .args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid])
+        .arg("-E")
+        .arg(format!("offset={}", p.start))
+        .arg("-d")
         .arg(dir)
-        .arg(img)
+        .arg(disk)
         .arg(format!("{}k", size / 1024))
         .run()
         .with_context(|| format!("building the {label} filesystem"))?;
     Ok(())
 }
 
-fn mkfs_esp(img: &Path, volid: &str, efi: Option<&Path>, size: u64) -> Result<()> {
+/// The FAT ESP, also written in place (mtools address it as `disk@@offset`).
+fn mkfs_esp(disk: &Path, p: &Part, volid: &str, efi: Option<&Path>) -> Result<()> {
     Cmd::new("mkfs.fat")
-        .args(["-C", "-n", "ESP", "-i", volid])
-        .arg(img)
-        .arg((size / 1024).to_string())
+        // FAT32 (what UEFI expects on disks) with 512-byte clusters, so a
+        // 127 MiB ESP has enough clusters to be valid FAT32.
+        .args(["-F", "32", "-s", "1", "-n", "ESP", "-i", volid])
+        .arg(format!("--offset={}", p.start / 512))
+        .arg(disk)
+        .arg((p.size / 1024).to_string())
         .run()
         .context("building the ESP")?;
     if let Some(efi) = efi {
-        let i = img.display().to_string();
+        let i = format!("{}@@{}", disk.display(), p.start);
         Cmd::new("mmd")
             .args(["-i", &i, "::/EFI", "::/EFI/BOOT"])
             .run()?;
@@ -94,22 +104,6 @@ fn mkfs_esp(img: &Path, volid: &str, efi: Option<&Path>, size: u64) -> Result<()
             .run()
             .context("copying GRUB onto the ESP")?;
     }
-    Ok(())
-}
-
-fn dd_into(disk: &Path, part: &Path, offset: u64) -> Result<()> {
-    Cmd::new("dd")
-        .arg(format!("if={}", part.display()))
-        .arg(format!("of={}", disk.display()))
-        .args([
-            "bs=4M",
-            "conv=notrunc,sparse",
-            "oflag=seek_bytes",
-            "status=none",
-        ])
-        .arg(format!("seek={offset}"))
-        .run()
-        .with_context(|| format!("writing {} into the disk", part.display()))?;
     Ok(())
 }
 
@@ -248,20 +242,8 @@ fn build_in(
             mib(rootp.size)
         );
     }
-    step("building filesystems", || {
-        mkfs_ext4(&w.join("root.img"), "root", &root_uuid, &root, rootp.size)?;
-        mkfs_ext4(
-            &w.join("boot.img"),
-            "boot",
-            &boot_uuid,
-            &bootdir,
-            bootp.size,
-        )?;
-        mkfs_esp(&w.join("esp.img"), &esp_volid, efi.as_deref(), espp.size)
-    })?;
-
     let raw = w.join("disk.raw");
-    step("assembling the disk", || {
+    step("partitioning", || {
         let f = fs::File::create(&raw)?;
         f.set_len(def.disk_size_mib * 1024 * 1024)?;
         drop(f);
@@ -271,23 +253,25 @@ fn build_in(
             .stdin(def.sfdisk_script()?.into_bytes())
             .run()
             .context("writing the GPT")?;
-        dd_into(&raw, &w.join("esp.img"), espp.start)?;
-        dd_into(&raw, &w.join("boot.img"), bootp.start)?;
-        dd_into(&raw, &w.join("root.img"), rootp.start)?;
-        if def.firmware.contains(&Firmware::Bios) {
-            let bios = part(layout, "bios");
-            let (mbr, core) = grub::bios_images(&staged.deployment, &early, w, bios.start / 512)?;
-            if core.len() as u64 > bios.size {
-                bail!(
-                    "GRUB core.img ({} bytes) does not fit the BIOS boot partition",
-                    core.len()
-                );
-            }
-            write_at(&raw, bios.start, &core)?;
-            write_at(&raw, 0, &mbr[..440])?;
-        }
         Ok(())
     })?;
+    step("building filesystems", || {
+        mkfs_ext4(&raw, rootp, "root", &root_uuid, &root)?;
+        mkfs_ext4(&raw, bootp, "boot", &boot_uuid, &bootdir)?;
+        mkfs_esp(&raw, espp, &esp_volid, efi.as_deref())
+    })?;
+    if def.firmware.contains(&Firmware::Bios) {
+        let bios = part(layout, "bios");
+        let (mbr, core) = grub::bios_images(&staged.deployment, &early, w, bios.start / 512)?;
+        if core.len() as u64 > bios.size {
+            bail!(
+                "GRUB core.img ({} bytes) does not fit the BIOS boot partition",
+                core.len()
+            );
+        }
+        write_at(&raw, bios.start, &core)?;
+        write_at(&raw, 0, &mbr[..440])?;
+    }
 
     let tmp = tempfile::Builder::new()
         .prefix(".keelson-image-")
