@@ -23,7 +23,7 @@ rm -rf "$work/copy" "$work/tree"
 sync
 t2=$(now)
 floor=$(echo "$t1 - $t0" | bc); image=$(echo "$t2 - $t1" | bc)
-grep -o '[a-z /()-]*: done in [0-9.]*s' "$work/image.log" | sed 's/^ */  step /'
+grep -o '[a-z0-9 /()-]*: done in [0-9.]*s' "$work/image.log" | sed 's/^ */  step /'
 printf 'tree %s MB: copy (floor) %.1f s; keelson image → qcow2 %.1f s (%.2fx the floor); qcow2 %s MB\n' \
   "$(ostree --repo="$repo" ls -R "$ref" | awk '{s+=$4} END {print int(s/1000000)}')" \
   "$floor" "$image" "$(echo "$image / $floor" | bc -l)" "$(( $(stat -c %s "$work/node.qcow2") / 1000000 ))"

@@ -57,14 +57,16 @@ pub fn run(o: &Options) -> Result<Meta> {
             image::definition::Format::Qcow2 => "qcow2",
         };
         let output = o.output.join(format!("{}.{ext}", def.name));
-        artifacts.push(image::build(&image::Options {
+        let mut art = image::build(&image::Options {
             repo: repo.clone(),
             ref_: composed.ref_.clone(),
             definition: o.definition.clone(),
             format: *format,
-            output,
+            output: output.clone(),
             remote_url: o.remote_url.clone(),
-        })?);
+        })?;
+        art.sha256 = Some(image::sha256_file(&output)?);
+        artifacts.push(art);
     }
     let meta = Meta {
         ref_: composed.ref_,

@@ -230,10 +230,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 remote_url: a.remote_url,
             })?;
             println!(
-                "Wrote {} ({} bytes, sha256 {})",
+                "Wrote {} ({} bytes)",
                 a.output.display(),
-                art.size,
-                art.sha256
+                art.size
             );
             Ok(())
         }
