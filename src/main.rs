@@ -229,11 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 output: a.output.clone(),
                 remote_url: a.remote_url,
             })?;
-            println!(
-                "Wrote {} ({} bytes)",
-                a.output.display(),
-                art.size
-            );
+            println!("Wrote {} ({} bytes)", a.output.display(), art.size);
             Ok(())
         }
         Command::Build(a) => {

@@ -2,4 +2,5 @@
 //! Must not import build-side modules (treefile, backend, postprocess,
 //! compose, commit, image).
 
+pub mod bootcount;
 pub mod status;
