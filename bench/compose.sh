@@ -21,7 +21,7 @@ t1=$(now)
 "$keelson" compose "$treefile" --repo "$work/repo" --cachedir "$cache" --write-composejson-to "$work/noop.json" >/dev/null 2>&1
 t2=$(now)
 full=$(echo "$t1 - $t0" | bc); noop=$(echo "$t2 - $t1" | bc)
-grep -o '[a-z0-9 /()→-]*: done in [0-9.]*s' "$work/full.log" | sed 's/^ */  step /'
+grep -o '[a-z0-9 ./()→-]*: done in [0-9.]*s' "$work/full.log" | sed 's/^ */  step /'
 printf 'full compose %.1f s; unchanged recompose %.1f s (%.1f%% of full); changed=%s\n' \
   "$full" "$noop" "$(echo "100 * $noop / $full" | bc -l)" \
   "$(grep -o '"changed": [a-z]*' "$work/noop.json" | cut -d' ' -f2)"

@@ -3,4 +3,7 @@
 //! compose, commit, image).
 
 pub mod bootcount;
+pub mod deploy;
+pub mod grubenv;
+pub mod state;
 pub mod status;

@@ -1,0 +1,235 @@
+//! Upgrade, deploy and rollback on a node, through libostree.
+//!
+//! Mutations happen in a private mount namespace where libostree remounts
+//! the read-only /sysroot writable (what `ostree admin` does). Deployments
+//! are staged (finalized by ostree-finalize-staged.service at shutdown), so
+//! a power cut before the reboot leaves the old boot configuration intact.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use ostree::gio;
+use ostree::glib;
+
+use super::bootcount::{self, DEFAULT_ATTEMPTS};
+use super::grubenv::GrubEnv;
+use super::state;
+
+/// Pure: the deployment order that boots `order[target]` by default,
+/// the others keeping their relative order.
+pub fn promote<T: Clone>(order: &[T], target: usize) -> Vec<T> {
+    let mut out = Vec::with_capacity(order.len());
+    out.push(order[target].clone());
+    out.extend(
+        order
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != target)
+            .map(|(_, d)| d.clone()),
+    );
+    out
+}
+
+pub struct Node {
+    pub sysroot: ostree::Sysroot,
+    pub path: std::path::PathBuf,
+}
+
+/// Open the sysroot for changes: private mount namespace, loaded, locked.
+pub fn open_writable(path: &Path) -> Result<Node> {
+    let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
+    sysroot
+        .initialize_with_mount_namespace(gio::Cancellable::NONE)
+        .context("setting up a mount namespace for the sysroot")?;
+    sysroot
+        .load(gio::Cancellable::NONE)
+        .context("loading the ostree sysroot")?;
+    sysroot
+        .lock()
+        .context("locking the sysroot (another ostree operation running?)")?;
+    Ok(Node {
+        sysroot,
+        path: path.to_path_buf(),
+    })
+}
+
+fn refspec_of(d: &ostree::Deployment) -> Result<String> {
+    d.origin()
+        .and_then(|o| o.string("origin", "refspec").ok())
+        .map(|s| s.to_string())
+        .context("the booted deployment has no origin refspec (was it deployed by keelson?)")
+}
+
+fn kargs_of(d: &ostree::Deployment) -> Vec<String> {
+    d.bootconfig()
+        .and_then(|b| b.get("options"))
+        .map(|o| {
+            o.split_whitespace()
+                // ostree adds its own `ostree=` argument for every deployment.
+                .filter(|a| !a.starts_with("ostree="))
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn commit_info(repo: &ostree::Repo, rev: &str) -> Result<(Option<String>, u64)> {
+    let v = repo
+        .load_variant(ostree::ObjectType::Commit, rev)
+        .with_context(|| format!("loading commit {rev}"))?;
+    let meta = glib::VariantDict::new(Some(&v.child_value(0)));
+    Ok((
+        meta.lookup::<String>("version").ok().flatten(),
+        ostree::commit_get_timestamp(&v),
+    ))
+}
+
+/// What an upgrade check found.
+#[derive(Debug, serde::Serialize)]
+pub struct Available {
+    pub refspec: String,
+    pub commit: String,
+    pub version: Option<String>,
+    /// Equal to the booted commit: nothing to do.
+    pub current: bool,
+    /// Set when the commit failed a trial on this node before.
+    pub blocked: Option<String>,
+}
+
+/// Pull the booted deployment's ref (only the commit object with
+/// `commit_only`) and say what it points at.
+pub fn check(node: &Node, commit_only: bool) -> Result<Available> {
+    let booted = node
+        .sysroot
+        .require_booted_deployment()
+        .context("not booted into an ostree deployment")?;
+    let refspec = refspec_of(&booted)?;
+    let (remote, branch) = match refspec.split_once(':') {
+        Some((r, b)) => (r.to_string(), b.to_string()),
+        None => bail!("origin {refspec:?} names no remote; cannot pull updates"),
+    };
+    let repo = node.sysroot.repo();
+    let flags = if commit_only {
+        ostree::RepoPullFlags::COMMIT_ONLY
+    } else {
+        ostree::RepoPullFlags::NONE
+    };
+    repo.pull(
+        &remote,
+        &[branch.as_str()],
+        flags,
+        None,
+        gio::Cancellable::NONE,
+    )
+    .with_context(|| format!("pulling {refspec} (remote {remote})"))?;
+    let rev = repo
+        .resolve_rev(&refspec, false)?
+        .with_context(|| format!("{refspec}: not found after pull"))?
+        .to_string();
+    let (version, _) = commit_info(&repo, &rev)?;
+    let st = state::load(&state::path())?;
+    Ok(Available {
+        current: rev == booted.csum().as_str(),
+        blocked: st.is_blocked(&rev).map(|b| b.reason.clone()),
+        refspec,
+        commit: rev,
+        version,
+    })
+}
+
+/// Stage `rev` (already in the repo) with the booted deployment's kernel
+/// arguments and /etc, then arm boot counting for it.
+pub fn stage(node: &Node, rev: &str) -> Result<()> {
+    let booted = node.sysroot.require_booted_deployment()?;
+    let repo = node.sysroot.repo();
+    let (_, new_ts) = commit_info(&repo, rev)?;
+    let (_, cur_ts) = commit_info(&repo, booted.csum().as_str())?;
+    if new_ts < cur_ts {
+        bail!(
+            "commit {rev} is older than the booted one; refusing to go back in time (use `keelson rollback`)"
+        );
+    }
+    let kargs = kargs_of(&booted);
+    let kargs: Vec<&str> = kargs.iter().map(String::as_str).collect();
+    let origin = booted.origin();
+    node.sysroot
+        .stage_tree(
+            Some(booted.osname().as_str()),
+            rev,
+            origin.as_ref(),
+            Some(&booted),
+            &kargs,
+            gio::Cancellable::NONE,
+        )
+        .with_context(|| format!("staging {rev}"))?;
+    GrubEnv::for_sysroot(&node.path).write(&bootcount::arm(DEFAULT_ATTEMPTS))?;
+    Ok(())
+}
+
+/// Make the rollback deployment the default: the first two non-staged
+/// deployments swap places. Returns the commit now booting by default.
+pub fn rollback(node: &Node) -> Result<String> {
+    let deployments: Vec<ostree::Deployment> = node
+        .sysroot
+        .deployments()
+        .into_iter()
+        .filter(|d| !d.is_staged())
+        .collect();
+    if deployments.len() < 2 {
+        bail!(
+            "no rollback deployment: only {} deployment(s)",
+            deployments.len()
+        );
+    }
+    let order = promote(&deployments, 1);
+    let target = order[0].csum().to_string();
+    node.sysroot
+        .write_deployments(&order, gio::Cancellable::NONE)
+        .context("writing the new deployment order")?;
+    // A rollback is a deliberate choice: no trial, no counting.
+    GrubEnv::for_sysroot(&node.path).write(&bootcount::mark_good())?;
+    Ok(target)
+}
+
+/// After GRUB fell back: make the booted deployment the default for good.
+/// Returns the commit that failed (the old default).
+pub fn make_booted_default(node: &Node) -> Result<Option<String>> {
+    let booted = node.sysroot.require_booted_deployment()?;
+    let deployments: Vec<ostree::Deployment> = node
+        .sysroot
+        .deployments()
+        .into_iter()
+        .filter(|d| !d.is_staged())
+        .collect();
+    let Some(idx) = deployments.iter().position(|d| d.equal(&booted)) else {
+        bail!("the booted deployment is not in the deployment list");
+    };
+    if idx == 0 {
+        return Ok(None);
+    }
+    let failed = deployments[0].csum().to_string();
+    let order = promote(&deployments, idx);
+    node.sysroot
+        .write_deployments(&order, gio::Cancellable::NONE)
+        .context("making the booted deployment the default")?;
+    Ok(Some(failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::promote;
+
+    #[test]
+    fn promote_table() {
+        let t: &[(&[u32], usize, &[u32])] = &[
+            (&[1, 2], 1, &[2, 1]),
+            (&[1, 2], 0, &[1, 2]),
+            (&[1, 2, 3], 2, &[3, 1, 2]),
+            (&[1, 2, 3], 1, &[2, 1, 3]),
+            (&[7], 0, &[7]),
+        ];
+        for (order, target, want) in t {
+            assert_eq!(promote(order, *target), want.to_vec(), "{order:?} {target}");
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! What the node remembers across boots, in /var/lib/keelson/state.json:
+//! the last health result and the commits that failed their trial (never
+//! re-applied automatically). Written atomically.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_PATH: &str = "/var/lib/keelson/state.json";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub commit: String,
+    pub version: Option<String>,
+    pub ok: bool,
+    /// Why it failed (empty when ok).
+    pub reasons: Vec<String>,
+    /// Seconds since the epoch.
+    pub time: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Blocked {
+    pub commit: String,
+    pub version: Option<String>,
+    pub reason: String,
+    pub time: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub last_health: Option<Health>,
+    #[serde(default)]
+    pub blocked: Vec<Blocked>,
+}
+
+impl State {
+    pub fn is_blocked(&self, commit: &str) -> Option<&Blocked> {
+        self.blocked.iter().find(|b| b.commit == commit)
+    }
+
+    /// Add `b` unless that commit is already blocked.
+    pub fn block(&mut self, b: Blocked) {
+        if self.is_blocked(&b.commit).is_none() {
+            self.blocked.push(b);
+        }
+    }
+}
+
+pub fn path() -> PathBuf {
+    std::env::var_os("KEELSON_STATE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+pub fn load(p: &Path) -> Result<State> {
+    match std::fs::read_to_string(p) {
+        Ok(t) => serde_json::from_str(&t)
+            .with_context(|| format!("{}: not valid keelson state", p.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) => Err(e).with_context(|| format!("{}: cannot read", p.display())),
+    }
+}
+
+pub fn save(p: &Path, s: &State) -> Result<()> {
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(s)? + "\n";
+    crate::util::fsutil::write_atomic(p, text.as_bytes())
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_block_once() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        assert_eq!(load(&p).unwrap(), State::default());
+        let mut s = State::default();
+        let b = Blocked {
+            commit: "c3".into(),
+            version: Some("3".into()),
+            reason: "check x failed".into(),
+            time: 1,
+        };
+        s.block(b.clone());
+        s.block(b);
+        assert_eq!(s.blocked.len(), 1);
+        save(&p, &s).unwrap();
+        assert_eq!(load(&p).unwrap(), s);
+        assert!(load(&p).unwrap().is_blocked("c3").is_some());
+        std::fs::write(&p, "{").unwrap();
+        assert!(
+            load(&p)
+                .unwrap_err()
+                .to_string()
+                .contains("not valid keelson state")
+        );
+    }
+}
