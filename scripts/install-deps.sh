@@ -16,8 +16,9 @@ packages=(
   fdisk e2fsprogs dosfstools mtools grub-common qemu-utils/bookworm
   # booting images: QEMU and UEFI firmware
   qemu-system-x86 ovmf
-  # tests and benchmarks: chattr, setfattr, bc
-  attr bc
+  # tests and benchmarks: setfattr, bc, gpg (signed updates), python3 (HTTP
+  # server for the A/B VM test)
+  attr bc gnupg python3
 )
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q

@@ -48,6 +48,8 @@ pub fn run(o: &Options) -> Result<Meta> {
         write_composejson_to: Some(o.output.join("compose.json")),
         threads: o.threads,
         source_date_epoch: o.source_date_epoch,
+        gpg_sign: None,
+        gpg_homedir: None,
     })?;
     let commit = composed.commit.context("compose produced no commit")?;
     let mut artifacts = Vec::new();
@@ -64,6 +66,7 @@ pub fn run(o: &Options) -> Result<Meta> {
             format: *format,
             output: output.clone(),
             remote_url: o.remote_url.clone(),
+            gpg_keyring: None,
         })?;
         art.sha256 = Some(image::sha256_file(&output)?);
         artifacts.push(art);

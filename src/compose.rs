@@ -26,6 +26,9 @@ pub struct Options {
     pub threads: usize,
     /// SOURCE_DATE_EPOCH, when set: commit timestamp and reproducible builds.
     pub source_date_epoch: Option<i64>,
+    /// GPG key id to sign the commit with, and GnuPG's home directory.
+    pub gpg_sign: Option<String>,
+    pub gpg_homedir: Option<PathBuf>,
 }
 
 /// The machine-readable result (`--write-composejson-to`, `--json`).
@@ -219,6 +222,10 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                 subject: &subject,
                 timestamp,
                 threads: opts.threads,
+                gpg: opts.gpg_sign.as_deref().map(|key_id| commit::GpgSign {
+                    key_id,
+                    homedir: opts.gpg_homedir.as_deref(),
+                }),
             },
         )
     })?;

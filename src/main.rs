@@ -35,6 +35,16 @@ enum Command {
     Vm(VmArgs),
     /// Node: show the booted, staged and rollback deployments.
     Status(StatusArgs),
+    /// Node: pull the followed ref and stage a newer commit (boot counting armed).
+    Upgrade(UpgradeArgs),
+    /// Node: stage a specific commit or version (even one blocked after a failure).
+    Deploy(DeployArgs),
+    /// Node: make the rollback deployment the default.
+    Rollback(RebootArgs),
+    /// Node: run the boot health checks and act on them (keelson-health.service).
+    Health(SysrootArg),
+    /// Node: the update agent (keelson-update.timer): stage updates, reboot per policy.
+    Agent(SysrootArg),
     /// Commit an already ostree-shaped directory (the commit step of
     /// compose on its own; what bench/commit.sh times against `ostree commit`).
     Commit(CommitArgs),
@@ -60,6 +70,10 @@ struct ImageArgs {
     /// URL of the node's update remote (default: the definition's).
     #[arg(long)]
     remote_url: Option<String>,
+    /// GPG public keyring for the node's remote: the node then refuses
+    /// updates not signed by one of its keys.
+    #[arg(long, value_name = "FILE")]
+    gpg_keyring: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -130,6 +144,39 @@ struct StatusArgs {
 }
 
 #[derive(clap::Args)]
+struct SysrootArg {
+    /// The sysroot (`/` on a node).
+    #[arg(long, default_value = "/")]
+    sysroot: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct RebootArgs {
+    /// Reboot into the result.
+    #[arg(long)]
+    reboot: bool,
+    #[command(flatten)]
+    sysroot: SysrootArg,
+}
+
+#[derive(clap::Args)]
+struct UpgradeArgs {
+    /// Only say whether a newer commit exists (pulls just the commit object).
+    #[arg(long)]
+    check: bool,
+    #[command(flatten)]
+    common: RebootArgs,
+}
+
+#[derive(clap::Args)]
+struct DeployArgs {
+    /// A commit checksum, or a version on the followed ref.
+    target: String,
+    #[command(flatten)]
+    common: RebootArgs,
+}
+
+#[derive(clap::Args)]
 struct CommitArgs {
     /// The directory to commit.
     dir: PathBuf,
@@ -149,6 +196,12 @@ struct CommitArgs {
     /// SOURCE_DATE_EPOCH, else now).
     #[arg(long, value_name = "SECONDS")]
     timestamp: Option<u64>,
+    /// Sign the commit with this GPG key id.
+    #[arg(long, value_name = "KEYID")]
+    gpg_sign: Option<String>,
+    /// GnuPG home directory holding the signing key.
+    #[arg(long, value_name = "DIR", requires = "gpg_sign")]
+    gpg_homedir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -181,6 +234,12 @@ struct ComposeArgs {
     /// (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     commit_threads: Option<usize>,
+    /// Sign the commit with this GPG key id.
+    #[arg(long, value_name = "KEYID")]
+    gpg_sign: Option<String>,
+    /// GnuPG home directory holding the signing key.
+    #[arg(long, value_name = "DIR", requires = "gpg_sign")]
+    gpg_homedir: Option<PathBuf>,
 }
 
 fn init_logging(verbose: u8) {
@@ -228,6 +287,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 format: a.format,
                 output: a.output.clone(),
                 remote_url: a.remote_url,
+                gpg_keyring: a.gpg_keyring,
             })?;
             println!("Wrote {} ({} bytes)", a.output.display(), art.size);
             Ok(())
@@ -269,6 +329,34 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Upgrade(a) => {
+            keelson::node::commands::ensure_root()?;
+            keelson::node::commands::upgrade(&a.common.sysroot.sysroot, a.check, a.common.reboot)
+        }
+        Command::Deploy(a) => {
+            keelson::node::commands::ensure_root()?;
+            keelson::node::commands::deploy_target(
+                &a.common.sysroot.sysroot,
+                &a.target,
+                a.common.reboot,
+            )
+        }
+        Command::Rollback(a) => {
+            keelson::node::commands::ensure_root()?;
+            keelson::node::commands::rollback(&a.sysroot.sysroot, a.reboot)
+        }
+        Command::Health(a) => {
+            keelson::node::commands::ensure_root()?;
+            if keelson::node::commands::health(&a.sysroot)? {
+                Ok(())
+            } else {
+                anyhow::bail!("health checks failed")
+            }
+        }
+        Command::Agent(a) => {
+            keelson::node::commands::ensure_root()?;
+            keelson::node::commands::agent(&a.sysroot)
+        }
         Command::Status(a) => {
             let st = keelson::node::status::read(&a.sysroot)?;
             if a.json {
@@ -299,6 +387,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     subject: &a.subject,
                     timestamp: ts,
                     threads: threads(a.threads),
+                    gpg: a
+                        .gpg_sign
+                        .as_deref()
+                        .map(|key_id| keelson::commit::GpgSign {
+                            key_id,
+                            homedir: a.gpg_homedir.as_deref(),
+                        }),
                 },
             )?;
             println!("{checksum}");
@@ -317,6 +412,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 write_composejson_to: a.write_composejson_to,
                 threads,
                 source_date_epoch: source_date_epoch()?,
+                gpg_sign: a.gpg_sign,
+                gpg_homedir: a.gpg_homedir,
             })?;
             Ok(())
         }

@@ -92,6 +92,14 @@ pub struct Request<'a> {
     pub timestamp: u64,
     /// Threads hashing and compressing content objects.
     pub threads: usize,
+    /// Sign the commit with this GPG key (and GnuPG home directory).
+    pub gpg: Option<GpgSign<'a>>,
+}
+
+#[derive(Clone, Copy)]
+pub struct GpgSign<'a> {
+    pub key_id: &'a str,
+    pub homedir: Option<&'a Path>,
 }
 
 /// Commit `req.rootfs` to `req.ref_`; returns the new checksum.
@@ -119,6 +127,12 @@ pub fn write(repo: &ostree::Repo, req: &Request<'_>) -> Result<String> {
             gio::Cancellable::NONE,
         )
         .context("writing the commit object")?;
+    if let Some(g) = req.gpg {
+        // Inside the transaction: the ref never points at an unsigned commit.
+        let home = g.homedir.map(|h| h.display().to_string());
+        repo.sign_commit(&checksum, g.key_id, home.as_deref(), gio::Cancellable::NONE)
+            .with_context(|| format!("--gpg-sign {}: signing commit {checksum}", g.key_id))?;
+    }
     repo.transaction_set_ref(None, req.ref_, Some(&checksum));
     tx.commit(gio::Cancellable::NONE)
         .context("committing the transaction")?;

@@ -24,6 +24,8 @@ pub struct Options {
     pub format: Format,
     pub output: PathBuf,
     pub remote_url: Option<String>,
+    /// GPG keyring for the node's remote: updates must be signed by it.
+    pub gpg_keyring: Option<PathBuf>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -148,6 +150,11 @@ fn part<'a>(layout: &'a [Part], name: &str) -> &'a Part {
 pub fn build(opts: &Options) -> Result<Artifact> {
     let def = Definition::load(&opts.definition)?;
     let layout = def.layout()?;
+    if let Some(k) = &opts.gpg_keyring
+        && !k.is_file()
+    {
+        bail!("--gpg-keyring {}: no such file", k.display());
+    }
     let commit = resolve(&opts.repo, &opts.ref_)?;
     let out_dir = match opts.output.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -206,6 +213,7 @@ fn build_in(
             &url,
             &kargs,
             &mkconfig,
+            opts.gpg_keyring.as_deref(),
         )
     })?;
     let mut ctx = tera::Context::new();

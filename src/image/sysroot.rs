@@ -31,6 +31,7 @@ pub fn stage(
     remote_url: &str,
     kargs: &[String],
     grub_mkconfig: &Path,
+    gpg_keyring: Option<&Path>,
 ) -> Result<Staged> {
     let repo = ostree_repo(root);
     let sr = format!("--sysroot={}", root.display());
@@ -46,16 +47,15 @@ pub fn stage(
     Cmd::new("ostree")
         .args([&repo, "config", "set", "sysroot.bootloader", "grub2"])
         .run()?;
-    Cmd::new("ostree")
-        .args([
-            &repo,
-            "remote",
-            "add",
-            "--no-gpg-verify",
-            remote,
-            remote_url,
-            ref_,
-        ])
+    // With a keyring the node refuses commits not signed by one of its keys.
+    let mut add = Cmd::new("ostree").args([&repo, "remote", "add"]);
+    add = match gpg_keyring {
+        Some(k) => add
+            .arg("--set=gpg-verify=true")
+            .arg(format!("--gpg-import={}", k.display())),
+        None => add.arg("--no-gpg-verify"),
+    };
+    add.args([remote, remote_url, ref_])
         .run()
         .context("adding the node's update remote")?;
     Cmd::new("ostree")

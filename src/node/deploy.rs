@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use ostree::gio;
 use ostree::glib;
 
-use super::bootcount::{self, DEFAULT_ATTEMPTS};
+use super::bootcount;
 use super::grubenv::GrubEnv;
 use super::state;
 
@@ -35,12 +35,53 @@ pub struct Node {
     pub path: std::path::PathBuf,
 }
 
+/// Enter a private mount namespace and make /sysroot writable in it (on a
+/// node it is mounted read-only; the host's mount is not touched). Must run
+/// before any thread is started.
+fn private_writable_sysroot() -> Result<()> {
+    use std::ffi::CString;
+    // SAFETY: plain syscalls with constant or NUL-terminated arguments.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error()).context("unshare(CLONE_NEWNS)");
+        }
+        let root = CString::new("/").expect("no NUL");
+        // Nothing done here may propagate back to the host's mounts.
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_SLAVE,
+            std::ptr::null(),
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error()).context("making mounts private");
+        }
+        let sysroot = CString::new("/sysroot").expect("no NUL");
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(sysroot.as_ptr(), &mut st) == 0
+            && st.f_flag & libc::ST_RDONLY != 0
+            && libc::mount(
+                std::ptr::null(),
+                sysroot.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_SILENT,
+                std::ptr::null(),
+            ) != 0
+        {
+            return Err(std::io::Error::last_os_error()).context("remounting /sysroot writable");
+        }
+    }
+    Ok(())
+}
+
 /// Open the sysroot for changes: private mount namespace, loaded, locked.
 pub fn open_writable(path: &Path) -> Result<Node> {
+    if path == Path::new("/") {
+        private_writable_sysroot()?;
+    }
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
-    sysroot
-        .initialize_with_mount_namespace(gio::Cancellable::NONE)
-        .context("setting up a mount namespace for the sysroot")?;
+    sysroot.set_mount_namespace_in_use();
     sysroot
         .load(gio::Cancellable::NONE)
         .context("loading the ostree sysroot")?;
@@ -139,7 +180,7 @@ pub fn check(node: &Node, commit_only: bool) -> Result<Available> {
 
 /// Stage `rev` (already in the repo) with the booted deployment's kernel
 /// arguments and /etc, then arm boot counting for it.
-pub fn stage(node: &Node, rev: &str) -> Result<()> {
+pub fn stage(node: &Node, rev: &str, attempts: u32) -> Result<()> {
     let booted = node.sysroot.require_booted_deployment()?;
     let repo = node.sysroot.repo();
     let (_, new_ts) = commit_info(&repo, rev)?;
@@ -162,8 +203,55 @@ pub fn stage(node: &Node, rev: &str) -> Result<()> {
             gio::Cancellable::NONE,
         )
         .with_context(|| format!("staging {rev}"))?;
-    GrubEnv::for_sysroot(&node.path).write(&bootcount::arm(DEFAULT_ATTEMPTS))?;
+    GrubEnv::for_sysroot(&node.path).write(&bootcount::arm(attempts))?;
     Ok(())
+}
+
+/// A commit checksum, or a version on the booted deployment's ref (found
+/// in the ref's history after pulling it).
+pub fn resolve_target(node: &Node, target: &str) -> Result<String> {
+    let booted = node.sysroot.require_booted_deployment()?;
+    let refspec = refspec_of(&booted)?;
+    let (remote, branch) = refspec.split_once(':').context("origin names no remote")?;
+    let repo = node.sysroot.repo();
+    if target.len() == 64 && target.chars().all(|c| c.is_ascii_hexdigit()) {
+        if repo
+            .load_variant(ostree::ObjectType::Commit, target)
+            .is_err()
+        {
+            repo.pull(
+                remote,
+                &[target],
+                ostree::RepoPullFlags::NONE,
+                None,
+                gio::Cancellable::NONE,
+            )
+            .with_context(|| format!("pulling commit {target} from {remote}"))?;
+        }
+        return Ok(target.to_string());
+    }
+    repo.pull(
+        remote,
+        &[branch],
+        ostree::RepoPullFlags::NONE,
+        None,
+        gio::Cancellable::NONE,
+    )
+    .with_context(|| format!("pulling {refspec}"))?;
+    let mut rev = repo.resolve_rev(&refspec, false)?.map(|r| r.to_string());
+    while let Some(r) = rev {
+        let Ok(v) = repo.load_variant(ostree::ObjectType::Commit, &r) else {
+            break;
+        };
+        let (version, _) = commit_info(&repo, &r)?;
+        if version.as_deref() == Some(target) {
+            return Ok(r);
+        }
+        rev = ostree::commit_get_parent(&v).map(|p| p.to_string());
+    }
+    bail!(
+        "{target}: no commit with that version in the local history of {refspec}; give the commit checksum"
+    )
 }
 
 /// Make the rollback deployment the default: the first two non-staged
@@ -191,8 +279,9 @@ pub fn rollback(node: &Node) -> Result<String> {
     Ok(target)
 }
 
-/// After GRUB fell back: make the booted deployment the default for good.
-/// Returns the commit that failed (the old default).
+/// After GRUB fell back: make the booted deployment the default for good
+/// and drop the failed one (it must never be a rollback target). Returns
+/// the commit that failed (the old default).
 pub fn make_booted_default(node: &Node) -> Result<Option<String>> {
     let booted = node.sysroot.require_booted_deployment()?;
     let deployments: Vec<ostree::Deployment> = node
@@ -208,7 +297,10 @@ pub fn make_booted_default(node: &Node) -> Result<Option<String>> {
         return Ok(None);
     }
     let failed = deployments[0].csum().to_string();
-    let order = promote(&deployments, idx);
+    let order: Vec<ostree::Deployment> = promote(&deployments, idx)
+        .into_iter()
+        .filter(|d| !d.equal(&deployments[0]))
+        .collect();
     node.sysroot
         .write_deployments(&order, gio::Cancellable::NONE)
         .context("making the booted deployment the default")?;

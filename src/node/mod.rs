@@ -3,7 +3,10 @@
 //! compose, commit, image).
 
 pub mod bootcount;
+pub mod commands;
+pub mod config;
 pub mod deploy;
 pub mod grubenv;
+pub mod health;
 pub mod state;
 pub mod status;

@@ -22,6 +22,14 @@ pub struct DeploymentInfo {
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub sysroot: String,
+    /// `remote:ref` the booted deployment follows, and the remote's URL.
+    pub update_ref: Option<String>,
+    pub update_url: Option<String>,
+    /// Boot counting (grubenv): normal, trial with N boots left, fell back.
+    pub boot: super::bootcount::State,
+    pub last_health: Option<super::state::Health>,
+    /// Commits that failed their trial here; never re-applied automatically.
+    pub blocked: Vec<super::state::Blocked>,
     pub booted: Option<DeploymentInfo>,
     pub staged: Option<DeploymentInfo>,
     pub rollback: Option<DeploymentInfo>,
@@ -86,8 +94,24 @@ pub fn read(path: &std::path::Path) -> Result<Status> {
         .filter(|d| !d.is_staged())
         .nth(1)
         .map(|d| info(&repo, d, booted.as_ref()));
+    let update_ref = booted_info.as_ref().and_then(|b| b.origin.clone());
+    let update_url = update_ref
+        .as_deref()
+        .and_then(|r| r.split_once(':'))
+        .and_then(|(remote, _)| repo.remote_get_url(remote).ok())
+        .map(|u| u.to_string());
+    let boot = super::grubenv::GrubEnv::for_sysroot(path)
+        .read()
+        .map(|e| e.state())
+        .unwrap_or(super::bootcount::State::Normal);
+    let st = super::state::load(&super::state::path()).unwrap_or_default();
     Ok(Status {
         sysroot: path.display().to_string(),
+        update_ref,
+        update_url,
+        boot,
+        last_health: st.last_health,
+        blocked: st.blocked,
         booted: booted_info,
         staged,
         rollback,
@@ -124,6 +148,40 @@ pub fn render(s: &Status) -> String {
     }
     if s.booted.is_none() {
         out += "(not booted into an ostree deployment)\n";
+    }
+    out += &format!(
+        "Updates: {} from {}\n",
+        s.update_ref.as_deref().unwrap_or("-"),
+        s.update_url.as_deref().unwrap_or("-")
+    );
+    out += &match s.boot {
+        super::bootcount::State::Normal => "Boot: normal\n".to_string(),
+        super::bootcount::State::Trial(n) => {
+            format!("Boot: new deployment on trial, {n} attempt(s) left\n")
+        }
+        super::bootcount::State::FellBack => {
+            "Boot: fell back to the rollback deployment\n".to_string()
+        }
+    };
+    if let Some(h) = &s.last_health {
+        out += &format!(
+            "Last health check: {} on {}{}\n",
+            if h.ok { "ok" } else { "FAILED" },
+            &h.commit[..h.commit.len().min(12)],
+            if h.reasons.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", h.reasons.join("; "))
+            }
+        );
+    }
+    for b in &s.blocked {
+        out += &format!(
+            "Blocked: {} (version {}): {}\n",
+            b.commit,
+            b.version.as_deref().unwrap_or("-"),
+            b.reason
+        );
     }
     out
 }

@@ -1,0 +1,290 @@
+//! Node configuration from fragments, read in order
+//! /usr/lib/keelson/config.d → /etc/keelson/config.d → /run/keelson/config.d
+//! (files sorted by name in each; later keys win, tables merge). The merge
+//! and the reboot-window logic are pure.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+pub const DIRS: &[&str] = &[
+    "/usr/lib/keelson/config.d",
+    "/etc/keelson/config.d",
+    "/run/keelson/config.d",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RebootPolicy {
+    /// Reboot as soon as an update is staged.
+    Immediate,
+    /// Reboot only inside the maintenance window.
+    Window,
+    /// Stage only; someone else reboots.
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Days the window opens, e.g. ["Sat", "Sun"] (all days when empty).
+    #[serde(default)]
+    pub days: Vec<String>,
+    /// Hour (UTC, 0–23) the window opens.
+    pub start_hour: u32,
+    /// How long it stays open, in hours (1–24).
+    pub length_hours: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Updates {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_policy")]
+    pub reboot: RebootPolicy,
+    pub window: Option<Window>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// Boots a new deployment gets before GRUB falls back (1–3).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_updates")]
+    pub updates: Updates,
+    #[serde(default = "default_boot")]
+    pub boot: Boot,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_policy() -> RebootPolicy {
+    RebootPolicy::Immediate
+}
+fn default_attempts() -> u32 {
+    super::bootcount::DEFAULT_ATTEMPTS
+}
+fn default_updates() -> Updates {
+    Updates {
+        enabled: true,
+        reboot: RebootPolicy::Immediate,
+        window: None,
+    }
+}
+fn default_boot() -> Boot {
+    Boot {
+        attempts: default_attempts(),
+    }
+}
+
+const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+/// Deep-merge `over` into `base`: tables merge, anything else is replaced.
+pub fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Merge fragments (name, text) in order into a validated config.
+pub fn from_fragments(fragments: &[(String, String)]) -> Result<Config> {
+    let mut table = toml::Table::new();
+    for (name, text) in fragments {
+        let t: toml::Table =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{name}: {}", e.message()))?;
+        merge(&mut table, t);
+        // Validate after each fragment so the error names the file that broke it.
+        let c: Config = toml::Value::Table(table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("{name}: {}", e.message()))?;
+        validate(&c).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+    }
+    let c: Config = toml::Value::Table(table).try_into()?;
+    Ok(c)
+}
+
+fn validate(c: &Config) -> Result<()> {
+    if !(1..=3).contains(&c.boot.attempts) {
+        bail!(
+            "boot.attempts: {} is outside 1–3 (what GRUB can count)",
+            c.boot.attempts
+        );
+    }
+    if c.updates.reboot == RebootPolicy::Window && c.updates.window.is_none() {
+        bail!("updates.window: reboot = \"window\" needs a [updates.window] table");
+    }
+    if let Some(w) = &c.updates.window {
+        if w.start_hour > 23 {
+            bail!(
+                "updates.window.start_hour: {} is not an hour (0–23)",
+                w.start_hour
+            );
+        }
+        if !(1..=24).contains(&w.length_hours) {
+            bail!(
+                "updates.window.length_hours: {} is outside 1–24",
+                w.length_hours
+            );
+        }
+        for (i, d) in w.days.iter().enumerate() {
+            if !DAYS.contains(&d.as_str()) {
+                bail!(
+                    "updates.window.days[{i}]: {d:?} is not one of {}",
+                    DAYS.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Is `weekday` (0 = Sunday) at `hour` (UTC) inside the window? Windows may
+/// run past midnight into the next day.
+pub fn in_window(w: &Window, weekday: u32, hour: u32) -> bool {
+    let opens_on =
+        |day: u32| w.days.is_empty() || w.days.iter().any(|d| d == DAYS[(day % 7) as usize]);
+    // Hours since the window opened on the same day, or the day before.
+    let today = hour >= w.start_hour && hour - w.start_hour < w.length_hours && opens_on(weekday);
+    let yesterday = hour + 24 - w.start_hour < w.length_hours && opens_on(weekday + 6);
+    today || yesterday
+}
+
+/// Read the fragments from `dirs` (each file `*.toml`, sorted by name).
+pub fn load_from(dirs: &[PathBuf]) -> Result<Config> {
+    let mut fragments = Vec::new();
+    for dir in dirs {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        for f in files {
+            let text = std::fs::read_to_string(&f)
+                .with_context(|| format!("{}: cannot read", f.display()))?;
+            fragments.push((f.display().to_string(), text));
+        }
+    }
+    from_fragments(&fragments)
+}
+
+pub fn load() -> Result<Config> {
+    load_from(
+        &DIRS
+            .iter()
+            .map(|d| Path::new(d).to_path_buf())
+            .collect::<Vec<_>>(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frags(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter()
+            .map(|(n, t)| (n.to_string(), t.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn merge_order_table() {
+        let c = from_fragments(&frags(&[])).unwrap();
+        assert_eq!(
+            (c.updates.reboot, c.boot.attempts),
+            (RebootPolicy::Immediate, 3)
+        );
+        let c = from_fragments(&frags(&[
+            ("usr/10.toml", "[updates]\nreboot = \"off\"\n[boot]\nattempts = 2\n"),
+            ("etc/20.toml", "[updates]\nreboot = \"window\"\n[updates.window]\nstart_hour = 2\nlength_hours = 3\ndays = [\"Sat\"]\n"),
+            ("run/30.toml", "[updates.window]\nstart_hour = 4\n"),
+        ]))
+        .unwrap();
+        assert_eq!(c.updates.reboot, RebootPolicy::Window);
+        assert_eq!(c.boot.attempts, 2, "untouched keys keep earlier values");
+        let w = c.updates.window.unwrap();
+        assert_eq!(
+            (w.start_hour, w.length_hours, w.days),
+            (4, 3, vec!["Sat".to_string()])
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_field() {
+        let t = [
+            (
+                ("etc/a.toml", "[updates]\nreboot = \"sometimes\"\n"),
+                "etc/a.toml: unknown variant `sometimes`",
+            ),
+            (
+                ("etc/a.toml", "[boot]\nattempts = 7\n"),
+                "etc/a.toml: boot.attempts: 7 is outside 1–3",
+            ),
+            (
+                ("etc/a.toml", "[updates]\nreboot = \"window\"\n"),
+                "etc/a.toml: updates.window: reboot = \"window\" needs",
+            ),
+            (
+                (
+                    "etc/a.toml",
+                    "[updates.window]\nstart_hour = 2\nlength_hours = 1\ndays = [\"Funday\"]\n",
+                ),
+                "etc/a.toml: updates.window.days[0]: \"Funday\"",
+            ),
+            (
+                ("etc/a.toml", "[boot]\nattempt = 2\n"),
+                "etc/a.toml: unknown field `attempt`",
+            ),
+            (("etc/a.toml", "[boot\n"), "etc/a.toml: "),
+        ];
+        for ((name, text), want) in t {
+            let e = format!("{:#}", from_fragments(&frags(&[(name, text)])).unwrap_err());
+            assert!(e.starts_with(want), "\n got: {e}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn window_table() {
+        let w = Window {
+            days: vec!["Sat".into()],
+            start_hour: 22,
+            length_hours: 4,
+        };
+        // (weekday, hour, inside?) — Sat = 6, Sun = 0
+        let t = [
+            (6, 21, false),
+            (6, 22, true),
+            (6, 23, true),
+            (0, 0, true),
+            (0, 1, true),
+            (0, 2, false),
+            (5, 23, false),
+            (0, 23, false),
+        ];
+        for (d, h, want) in t {
+            assert_eq!(in_window(&w, d, h), want, "day {d} hour {h}");
+        }
+        let every = Window {
+            days: vec![],
+            start_hour: 3,
+            length_hours: 1,
+        };
+        assert!(in_window(&every, 2, 3) && !in_window(&every, 2, 4));
+    }
+}
