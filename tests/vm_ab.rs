@@ -1,0 +1,252 @@
+//! VM tier, A/B: a node built from v1 upgrades to v2 over HTTP, rolls back
+//! to v1, upgrades to v2 again, then to a v3 whose vendor health check fails;
+//! GRUB's boot counter brings it back to v2 by itself, v3 is blocked and the
+//! agent does not stage it again; finally a power cut right after staging an
+//! update still boots to multi-user.
+//!
+//! The scenario runs inside the guest (tests/fixtures/ab/step.sh, fetched
+//! from the host's HTTP server on every boot); the host relaunches QEMU on
+//! the same disk after every guest reboot (-no-reboot) and switches the
+//! served repo from v2 to v3 at the right moment. v2 and v3 are v1's tree
+//! plus a few files, committed with `ostree commit --tree=ref= --tree=dir=`.
+//!
+//! Needs root, the Debian mirror, QEMU, OVMF and python3 (HTTP server).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+
+fn manifest() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cache() -> PathBuf {
+    std::env::var_os("KEELSON_TEST_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest().join("target/keelson-test-cache"))
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn keelson() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_keelson"));
+    c.env("SOURCE_DATE_EPOCH", "1700000000");
+    c
+}
+
+/// A commit of `base`'s tree plus the files in `overlay`, on `reference`.
+fn derive(repo: &Path, reference: &str, overlay: &Path, version: &str) -> String {
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["commit", "--no-bindings", "-b", reference])
+        .arg(format!("--tree=ref={reference}"))
+        .arg(format!("--tree=dir={}", overlay.display()))
+        .arg(format!("--add-metadata-string=version={version}"))
+        .arg(format!("--subject={reference} {version}")))
+    .trim()
+    .to_string()
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The JSON printed after `AB-STATUS-JSON` in the boot whose marker is `boot`.
+fn status_in<'a>(logs: &'a [String], boot: &str) -> &'a str {
+    let log = logs
+        .iter()
+        .find(|l| l.contains(boot))
+        .unwrap_or_else(|| panic!("no boot with {boot:?}"));
+    let line = log[log.find(boot).unwrap()..]
+        .lines()
+        .find(|l| l.contains("AB-STATUS-JSON"))
+        .unwrap();
+    line.split_once("AB-STATUS-JSON ").unwrap().1.trim()
+}
+
+#[test]
+fn upgrade_rollback_failed_upgrade_and_power_cut() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    let reference = format!("keelson/12/{}/ab", std::env::consts::ARCH);
+    run(keelson()
+        .arg("compose")
+        .arg(manifest().join("tests/fixtures/ab/v1.json"))
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--cachedir")
+        .arg(cache()));
+
+    // v2 and v3: v1 plus a release file; v3 also a failing health check.
+    let o2 = d.path().join("overlay2");
+    std::fs::create_dir_all(o2.join("usr/share/keelson-vmtest")).unwrap();
+    std::fs::write(o2.join("usr/share/keelson-vmtest/release"), "2\n").unwrap();
+    let o3 = d.path().join("overlay3");
+    std::fs::create_dir_all(o3.join("usr/share/keelson-vmtest")).unwrap();
+    std::fs::create_dir_all(o3.join("usr/lib/keelson/health.d")).unwrap();
+    std::fs::write(o3.join("usr/share/keelson-vmtest/release"), "3\n").unwrap();
+    std::fs::copy(
+        manifest().join("tests/fixtures/ab/50-vmtest-fail"),
+        o3.join("usr/lib/keelson/health.d/50-vmtest-fail"),
+    )
+    .unwrap();
+
+    // The image is built from v1, before v2 exists.
+    let port = free_port();
+    let image = d.path().join("ab.qcow2");
+    run(keelson()
+        .args([
+            "image",
+            "--ref",
+            &reference,
+            "--remote-url",
+            &format!("http://10.0.2.2:{port}/repo"),
+        ])
+        .arg("--repo")
+        .arg(&repo)
+        .arg("--output")
+        .arg(&image));
+    let v1 = run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["rev-parse", &reference]));
+    let v2 = derive(&repo, &reference, &o2, "12.1");
+    let www = d.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&repo)
+        .arg(www.join("repo-v2")));
+    let v3 = derive(&repo, &reference, &o3, "12.2");
+    std::os::unix::fs::symlink(www.join("repo-v2"), www.join("repo")).unwrap();
+    std::fs::copy(
+        manifest().join("tests/fixtures/ab/step.sh"),
+        www.join("step.sh"),
+    )
+    .unwrap();
+    let _server = Server(
+        Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(&www)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server"),
+    );
+
+    let mut logs: Vec<String> = Vec::new();
+    for boot in 1..=12 {
+        let log = d.path().join(format!("boot-{boot}.log"));
+        // Each launch runs until the guest reboots or powers off.
+        run(keelson()
+            .arg("vm")
+            .arg(&image)
+            .args(["--firmware", "bios", "--timeout", "480", "--serial-log"])
+            .arg(&log));
+        let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
+        let done = text.contains("KEELSON-AB-DONE");
+        if text.contains("AB-BOOT release=1 phase=rollback") {
+            // From now on the update server offers the broken v3.
+            std::fs::remove_file(www.join("repo")).unwrap();
+            std::os::unix::fs::symlink(&repo, www.join("repo")).unwrap();
+        }
+        logs.push(text);
+        if done {
+            break;
+        }
+    }
+    let all = logs.join("\n");
+    let summary: Vec<&str> = all
+        .lines()
+        .filter(|l| l.contains("AB-") || l.contains("vmtest-fail"))
+        .collect();
+    let ctx = summary.join("\n");
+    assert!(
+        all.contains("KEELSON-AB-DONE"),
+        "scenario did not finish:\n{ctx}"
+    );
+    assert!(!all.contains("AB-UNEXPECTED"), "{ctx}");
+
+    // v1 → upgrade → v2 booted, v1 kept as rollback.
+    let s = status_in(&logs, "AB-BOOT release=2 phase=to-v2");
+    assert!(
+        s.contains(&format!(
+            "\"booted\":{{\"osname\":\"keelson\",\"commit\":\"{v2}\""
+        )),
+        "{s}"
+    );
+    assert!(
+        s.contains(&format!(
+            "\"rollback\":{{\"osname\":\"keelson\",\"commit\":\"{}\"",
+            v1.trim()
+        )),
+        "{s}"
+    );
+    // keelson rollback --reboot from v2 boots v1.
+    let s = status_in(&logs, "AB-BOOT release=1 phase=rollback");
+    assert!(
+        s.contains(&format!(
+            "\"booted\":{{\"osname\":\"keelson\",\"commit\":\"{}\"",
+            v1.trim()
+        )),
+        "{s}"
+    );
+    // v3 failed its health check on every counted attempt, then GRUB fell back.
+    let failed_boots = logs
+        .iter()
+        .filter(|l| l.contains("this build is meant to fail"))
+        .count();
+    assert_eq!(failed_boots, 3, "three attempts of v3:\n{ctx}");
+    let s = status_in(&logs, "AB-BOOT release=2 phase=to-v3");
+    assert!(
+        s.contains(&format!(
+            "\"booted\":{{\"osname\":\"keelson\",\"commit\":\"{v2}\""
+        )),
+        "back on v2: {s}"
+    );
+    assert!(
+        s.contains(&format!(
+            "\"blocked\":[{{\"commit\":\"{v3}\",\"version\":\"12.2\""
+        )),
+        "v3 blocked: {s}"
+    );
+    assert!(
+        s.contains("vmtest-fail"),
+        "the reason names the failing check: {s}"
+    );
+    assert!(
+        all.contains("AB-AGENT") && all.contains("Not re-applying"),
+        "{ctx}"
+    );
+    assert!(all.contains("AB-NOTHING-STAGED"), "{ctx}");
+    // Power cut right after staging: the next boot reaches multi-user.
+    assert!(all.contains("AB-STAGED-THEN-POWER-CUT"), "{ctx}");
+    assert!(all.contains("AB-AFTER-POWER-CUT"), "{ctx}");
+}
