@@ -11,28 +11,10 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::{cache, manifest, run as sh};
+
 const SDE: &str = "1700000000";
-
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn cache() -> PathBuf {
-    std::env::var_os("KEELSON_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest().join("target/keelson-test-cache"))
-}
-
-fn sh(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn compose(repo: &Path, json: &Path) -> serde_json::Value {
     sh(Command::new(env!("CARGO_BIN_EXE_keelson"))

@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     (
@@ -35,38 +37,7 @@ fn ostree(repo: &Path) -> Command {
 fn signed_commits_pass_and_unsigned_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let home = d.path().join("gnupg");
-    std::fs::create_dir_all(&home).unwrap();
-    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
-    ok(Command::new("gpg").arg("--homedir").arg(&home).args([
-        "--batch",
-        "--passphrase",
-        "",
-        "--quick-gen-key",
-        "keelson test <test@keelson.invalid>",
-        "rsa2048",
-        "sign",
-        "never",
-    ]));
-    let keys = ok(Command::new("gpg")
-        .arg("--homedir")
-        .arg(&home)
-        .args(["--list-keys", "--with-colons"]));
-    let fpr = keys
-        .lines()
-        .find(|l| l.starts_with("fpr:"))
-        .unwrap()
-        .split(':')
-        .nth(9)
-        .unwrap()
-        .to_string();
-    let pubkey = d.path().join("pub.gpg");
-    let exported = Command::new("gpg")
-        .arg("--homedir")
-        .arg(&home)
-        .args(["--export", &fpr])
-        .output()
-        .unwrap();
-    std::fs::write(&pubkey, exported.stdout).unwrap();
+    let (fpr, pubkey) = common::gpg_key(&home);
 
     let tree = d.path().join("tree");
     std::fs::create_dir_all(tree.join("usr/bin")).unwrap();

@@ -10,18 +10,11 @@
 //! Needs root, the host's Debian mirror, qemu-system-x86 and ovmf (`.ci/run`
 //! installs them). TCG: ~1 min per boot on 2 CPUs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn cache() -> PathBuf {
-    std::env::var_os("KEELSON_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest().join("target/keelson-test-cache"))
-}
+mod common;
+use common::{cache, manifest};
 
 fn keelson(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_keelson"))

@@ -10,31 +10,16 @@
 //! served repo from v2 to v3 at the right moment. v2 and v3 are v1's tree
 //! plus a few files, committed with `ostree commit --tree=ref= --tree=dir=`.
 //!
-//! Needs root, the Debian mirror, QEMU, OVMF and python3 (HTTP server).
+//! Every update is GPG-signed and the image's remote verifies signatures;
+//! at the end an unsigned commit is published and the node must refuse it.
+//!
+//! Needs root, the Debian mirror, QEMU, OVMF, gpg and python3 (HTTP server).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 
-fn manifest() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn cache() -> PathBuf {
-    std::env::var_os("KEELSON_TEST_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest().join("target/keelson-test-cache"))
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::{cache, manifest, run};
 
 fn keelson() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keelson"));
@@ -42,11 +27,23 @@ fn keelson() -> Command {
     c
 }
 
-/// A commit of `base`'s tree plus the files in `overlay`, on `reference`.
-fn derive(repo: &Path, reference: &str, overlay: &Path, version: &str) -> String {
-    run(Command::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .args(["commit", "--no-bindings", "-b", reference])
+/// A commit of `reference`'s tree plus the files in `overlay`, signed with
+/// `gpg` (key, home) when given.
+fn derive(
+    repo: &Path,
+    reference: &str,
+    overlay: &Path,
+    version: &str,
+    gpg: Option<(&str, &Path)>,
+) -> String {
+    let mut cmd = Command::new("ostree");
+    cmd.arg(format!("--repo={}", repo.display()));
+    cmd.args(["commit", "--no-bindings", "-b", reference]);
+    if let Some((key, home)) = gpg {
+        cmd.arg(format!("--gpg-sign={key}"))
+            .arg(format!("--gpg-homedir={}", home.display()));
+    }
+    run(cmd
         .arg(format!("--tree=ref={reference}"))
         .arg(format!("--tree=dir={}", overlay.display()))
         .arg(format!("--add-metadata-string=version={version}"))
@@ -90,13 +87,18 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
     let d = tempfile::tempdir().unwrap();
     let repo = d.path().join("repo");
     let reference = format!("keelson/12/{}/ab", std::env::consts::ARCH);
+    let home = d.path().join("gnupg");
+    let (key, pubkey) = common::gpg_key(&home);
+    let gpg = Some((key.as_str(), home.as_path()));
     run(keelson()
         .arg("compose")
         .arg(manifest().join("tests/fixtures/ab/v1.json"))
         .arg("--repo")
         .arg(&repo)
         .arg("--cachedir")
-        .arg(cache()));
+        .arg(cache())
+        .args(["--gpg-sign", &key, "--gpg-homedir"])
+        .arg(&home));
 
     // v2 and v3: v1 plus a release file; v3 also a failing health check.
     let o2 = d.path().join("overlay2");
@@ -125,19 +127,21 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
         ])
         .arg("--repo")
         .arg(&repo)
+        .arg("--gpg-keyring")
+        .arg(&pubkey)
         .arg("--output")
         .arg(&image));
     let v1 = run(Command::new("ostree")
         .arg(format!("--repo={}", repo.display()))
         .args(["rev-parse", &reference]));
-    let v2 = derive(&repo, &reference, &o2, "12.1");
+    let v2 = derive(&repo, &reference, &o2, "12.1", gpg);
     let www = d.path().join("www");
     std::fs::create_dir_all(&www).unwrap();
     run(Command::new("cp")
         .arg("-a")
         .arg(&repo)
         .arg(www.join("repo-v2")));
-    let v3 = derive(&repo, &reference, &o3, "12.2");
+    let v3 = derive(&repo, &reference, &o3, "12.2", gpg);
     std::os::unix::fs::symlink(www.join("repo-v2"), www.join("repo")).unwrap();
     std::fs::copy(
         manifest().join("tests/fixtures/ab/step.sh"),
@@ -176,6 +180,10 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
             // From now on the update server offers the broken v3.
             std::fs::remove_file(www.join("repo")).unwrap();
             std::os::unix::fs::symlink(&repo, www.join("repo")).unwrap();
+        }
+        if text.contains("AB-STAGED-THEN-POWER-CUT") {
+            // Publish an unsigned commit: the node must refuse it.
+            derive(&repo, &reference, &o2, "12.3", None);
         }
         logs.push(text);
         if done {
@@ -249,4 +257,13 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
     // Power cut right after staging: the next boot reaches multi-user.
     assert!(all.contains("AB-STAGED-THEN-POWER-CUT"), "{ctx}");
     assert!(all.contains("AB-AFTER-POWER-CUT"), "{ctx}");
+    // An unsigned commit on the gpg-verify remote is refused.
+    let unsigned = all
+        .lines()
+        .find(|l| l.contains("AB-UNSIGNED"))
+        .unwrap_or_else(|| panic!("{ctx}"));
+    assert!(
+        unsigned.contains("GPG") && unsigned.contains("signature"),
+        "{unsigned}"
+    );
 }

@@ -103,12 +103,7 @@ fn walk(
         meta,
         path: dir.to_path_buf(),
     });
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<_>>()?;
-    names.sort();
-    for name in names {
+    for name in crate::util::fsutil::sorted_names(dir)? {
         let path = dir.join(&name);
         let name = name
             .into_string()

@@ -94,6 +94,21 @@ pub fn open_writable(path: &Path) -> Result<Node> {
     })
 }
 
+/// Pull `what` (refs or commit checksums) from `remote`.
+fn pull(repo: &ostree::Repo, remote: &str, what: &str, flags: ostree::RepoPullFlags) -> Result<()> {
+    repo.pull(remote, &[what], flags, None, gio::Cancellable::NONE)
+        .with_context(|| format!("pulling {what} from remote {remote}"))
+}
+
+/// The deployments in boot order, without a staged one.
+fn settled(sysroot: &ostree::Sysroot) -> Vec<ostree::Deployment> {
+    sysroot
+        .deployments()
+        .into_iter()
+        .filter(|d| !d.is_staged())
+        .collect()
+}
+
 fn refspec_of(d: &ostree::Deployment) -> Result<String> {
     d.origin()
         .and_then(|o| o.string("origin", "refspec").ok())
@@ -155,14 +170,7 @@ pub fn check(node: &Node, commit_only: bool) -> Result<Available> {
     } else {
         ostree::RepoPullFlags::NONE
     };
-    repo.pull(
-        &remote,
-        &[branch.as_str()],
-        flags,
-        None,
-        gio::Cancellable::NONE,
-    )
-    .with_context(|| format!("pulling {refspec} (remote {remote})"))?;
+    pull(&repo, &remote, &branch, flags)?;
     let rev = repo
         .resolve_rev(&refspec, false)?
         .with_context(|| format!("{refspec}: not found after pull"))?
@@ -219,25 +227,11 @@ pub fn resolve_target(node: &Node, target: &str) -> Result<String> {
             .load_variant(ostree::ObjectType::Commit, target)
             .is_err()
         {
-            repo.pull(
-                remote,
-                &[target],
-                ostree::RepoPullFlags::NONE,
-                None,
-                gio::Cancellable::NONE,
-            )
-            .with_context(|| format!("pulling commit {target} from {remote}"))?;
+            pull(&repo, remote, target, ostree::RepoPullFlags::NONE)?;
         }
         return Ok(target.to_string());
     }
-    repo.pull(
-        remote,
-        &[branch],
-        ostree::RepoPullFlags::NONE,
-        None,
-        gio::Cancellable::NONE,
-    )
-    .with_context(|| format!("pulling {refspec}"))?;
+    pull(&repo, remote, branch, ostree::RepoPullFlags::NONE)?;
     let mut rev = repo.resolve_rev(&refspec, false)?.map(|r| r.to_string());
     while let Some(r) = rev {
         let Ok(v) = repo.load_variant(ostree::ObjectType::Commit, &r) else {
@@ -257,12 +251,7 @@ pub fn resolve_target(node: &Node, target: &str) -> Result<String> {
 /// Make the rollback deployment the default: the first two non-staged
 /// deployments swap places. Returns the commit now booting by default.
 pub fn rollback(node: &Node) -> Result<String> {
-    let deployments: Vec<ostree::Deployment> = node
-        .sysroot
-        .deployments()
-        .into_iter()
-        .filter(|d| !d.is_staged())
-        .collect();
+    let deployments = settled(&node.sysroot);
     if deployments.len() < 2 {
         bail!(
             "no rollback deployment: only {} deployment(s)",
@@ -284,12 +273,7 @@ pub fn rollback(node: &Node) -> Result<String> {
 /// the commit that failed (the old default).
 pub fn make_booted_default(node: &Node) -> Result<Option<String>> {
     let booted = node.sysroot.require_booted_deployment()?;
-    let deployments: Vec<ostree::Deployment> = node
-        .sysroot
-        .deployments()
-        .into_iter()
-        .filter(|d| !d.is_staged())
-        .collect();
+    let deployments = settled(&node.sysroot);
     let Some(idx) = deployments.iter().position(|d| d.equal(&booted)) else {
         bail!("the booted deployment is not in the deployment list");
     };

@@ -88,12 +88,7 @@ fn walk(
     groups: &BTreeMap<u32, String>,
     out: &mut Vec<Entry>,
 ) -> Result<()> {
-    let mut names: Vec<_> = fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list", dir.display()))?
-        .map(|e| e.map(|e| e.file_name()))
-        .collect::<std::io::Result<_>>()?;
-    names.sort();
-    for name in names {
+    for name in crate::util::fsutil::sorted_names(dir)? {
         let p = dir.join(&name);
         let np = format!("{node_path}/{}", name.to_string_lossy());
         let m = fs::symlink_metadata(&p)?;

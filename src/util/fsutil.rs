@@ -23,6 +23,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// The names in `dir`, sorted (byte order, as ostree's dirtrees are).
+pub fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
+    let mut names: Vec<_> = fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list", dir.display()))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("{}: cannot list", dir.display()))?;
+    names.sort();
+    Ok(names)
+}
+
 /// Remove everything inside `dir` but keep `dir` itself.
 pub fn empty_dir(dir: &Path) -> Result<()> {
     if !dir.exists() {
