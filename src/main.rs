@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -45,6 +46,9 @@ enum Command {
     Health(SysrootArg),
     /// Node: the update agent (keelson-update.timer): stage updates, reboot per policy.
     Agent(SysrootArg),
+    /// Node: render the kubelet configuration drop-in with reserved resources
+    /// computed from this machine's capacity (or the one given, to preview).
+    KubeletConfig(KubeletConfigArgs),
     /// Commit an already ostree-shaped directory (the commit step of
     /// compose on its own; what bench/commit.sh times against `ostree commit`).
     Commit(CommitArgs),
@@ -141,6 +145,36 @@ struct StatusArgs {
     /// The sysroot to inspect.
     #[arg(long, default_value = "/")]
     sysroot: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct KubeletConfigArgs {
+    /// Reservation profile (default: the configuration's, else gke).
+    #[arg(long, value_enum)]
+    profile: Option<ProfileArg>,
+    /// Preview for this many CPUs instead of this machine's.
+    #[arg(long, requires_all = ["memory", "storage"])]
+    cpus: Option<u32>,
+    /// Preview memory, e.g. 16Gi.
+    #[arg(long, requires_all = ["cpus", "storage"])]
+    memory: Option<String>,
+    /// Preview size of the kubelet's filesystem, e.g. 100Gi.
+    #[arg(long, requires_all = ["cpus", "memory"])]
+    storage: Option<String>,
+    /// maxPods to render and compute with (default: the configuration's, else 110).
+    #[arg(long)]
+    max_pods: Option<u32>,
+    /// Write here (atomically) instead of standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ProfileArg {
+    Gke,
+    Eks,
+    Aks,
+    Fixed,
 }
 
 #[derive(clap::Args)]
@@ -356,6 +390,43 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Agent(a) => {
             keelson::node::commands::ensure_root()?;
             keelson::node::commands::agent(&a.sysroot)
+        }
+        Command::KubeletConfig(a) => {
+            use keelson::reserve::Profile;
+            let cfg = keelson::node::config::load()?;
+            let mut settings = cfg.kubelet;
+            if let Some(p) = a.profile {
+                settings.profile = match p {
+                    ProfileArg::Gke => Profile::Gke,
+                    ProfileArg::Eks => Profile::Eks,
+                    ProfileArg::Aks => Profile::Aks,
+                    ProfileArg::Fixed => Profile::Fixed,
+                };
+            }
+            if let Some(m) = a.max_pods {
+                settings.max_pods = m;
+            }
+            settings.validate()?;
+            let cap = match (a.cpus, a.memory, a.storage) {
+                (Some(cpus), Some(memory), Some(storage)) => keelson::reserve::Capacity {
+                    cpus,
+                    memory_kib: keelson::node::quantity::size_kib(&memory).context("--memory")?,
+                    storage_kib: keelson::node::quantity::size_kib(&storage)
+                        .context("--storage")?,
+                    max_pods: settings.max_pods,
+                },
+                _ => keelson::node::kubelet::machine_capacity(
+                    std::path::Path::new("/var/lib/kubelet"),
+                    settings.max_pods,
+                )?,
+            };
+            let text = keelson::node::kubelet::render(&settings, &cap)?;
+            match a.output {
+                Some(p) => keelson::util::fsutil::write_atomic(&p, text.as_bytes())
+                    .with_context(|| format!("--output {}", p.display()))?,
+                None => print!("{text}"),
+            }
+            Ok(())
         }
         Command::Status(a) => {
             let st = keelson::node::status::read(&a.sysroot)?;

@@ -62,6 +62,9 @@ pub struct Config {
     pub updates: Updates,
     #[serde(default = "default_boot")]
     pub boot: Boot,
+    /// Reserved resources and kubelet settings (`keelson kubelet-config`).
+    #[serde(default)]
+    pub kubelet: super::kubelet::KubeletSettings,
 }
 
 fn default_true() -> bool {
@@ -118,6 +121,7 @@ pub fn from_fragments(fragments: &[(String, String)]) -> Result<Config> {
 }
 
 fn validate(c: &Config) -> Result<()> {
+    c.kubelet.validate()?;
     if !(1..=3).contains(&c.boot.attempts) {
         bail!(
             "boot.attempts: {} is outside 1–3 (what GRUB can count)",
@@ -252,6 +256,17 @@ mod tests {
                 "etc/a.toml: unknown field `attempt`",
             ),
             (("etc/a.toml", "[boot\n"), "etc/a.toml: "),
+            (
+                ("etc/a.toml", "[kubelet]\nprofile = \"gcp\"\n"),
+                "etc/a.toml: unknown variant `gcp`",
+            ),
+            (
+                (
+                    "etc/a.toml",
+                    "[kubelet]\ncontainer_log_max_size = \"-1Mi\"\n",
+                ),
+                "etc/a.toml: kubelet.container_log_max_size",
+            ),
         ];
         for ((name, text), want) in t {
             let e = format!("{:#}", from_fragments(&frags(&[(name, text)])).unwrap_err());

@@ -8,5 +8,7 @@ pub mod config;
 pub mod deploy;
 pub mod grubenv;
 pub mod health;
+pub mod kubelet;
+pub mod quantity;
 pub mod state;
 pub mod status;

@@ -1,0 +1,290 @@
+//! `keelson kubelet-config`: a KubeletConfiguration drop-in with reserved
+//! resources computed from the node's real capacity (or a given one, to
+//! preview), rendered from a Tera template. Rendering is pure; reading the
+//! machine's capacity is a thin I/O layer.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::quantity;
+use crate::reserve::{self, Capacity, DEFAULT_EVICTION, Profile, Reservation, Resources};
+
+const TEMPLATE: &str = include_str!("templates/kubelet-config.yaml.tera");
+
+/// `[kubelet]` in the node configuration fragments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeletSettings {
+    #[serde(default = "default_profile")]
+    pub profile: Profile,
+    #[serde(default = "default_max_pods")]
+    pub max_pods: u32,
+    #[serde(default = "default_log_size")]
+    pub container_log_max_size: String,
+    #[serde(default = "default_log_files")]
+    pub container_log_max_files: u32,
+    /// With profile = "fixed".
+    pub fixed: Option<Fixed>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Amounts {
+    pub cpu: String,
+    pub memory: String,
+    pub ephemeral_storage: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixed {
+    pub kube_reserved: Amounts,
+    pub system_reserved: Amounts,
+    #[serde(default = "default_eviction_memory")]
+    pub eviction_memory_available: String,
+    #[serde(default = "default_nodefs")]
+    pub eviction_nodefs_available_percent: u32,
+}
+
+fn default_profile() -> Profile {
+    Profile::Gke
+}
+fn default_max_pods() -> u32 {
+    110
+}
+fn default_log_size() -> String {
+    "50Mi".into()
+}
+fn default_log_files() -> u32 {
+    5
+}
+fn default_eviction_memory() -> String {
+    "100Mi".into()
+}
+fn default_nodefs() -> u32 {
+    10
+}
+
+impl Default for KubeletSettings {
+    fn default() -> Self {
+        KubeletSettings {
+            profile: default_profile(),
+            max_pods: default_max_pods(),
+            container_log_max_size: default_log_size(),
+            container_log_max_files: default_log_files(),
+            fixed: None,
+        }
+    }
+}
+
+fn amounts(field: &str, a: &Amounts) -> Result<Resources> {
+    Ok(Resources {
+        cpu_millis: quantity::cpu_millis(&a.cpu).with_context(|| format!("{field}.cpu"))?,
+        memory_kib: quantity::size_kib(&a.memory).with_context(|| format!("{field}.memory"))?,
+        storage_kib: quantity::size_kib(&a.ephemeral_storage)
+            .with_context(|| format!("{field}.ephemeral_storage"))?,
+    })
+}
+
+impl KubeletSettings {
+    /// Check everything that `toml` types cannot: quantities, ranges, the
+    /// fixed profile's table. Errors name the field.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=1000).contains(&self.max_pods) {
+            anyhow::bail!("kubelet.max_pods: {} is outside 1–1000", self.max_pods);
+        }
+        quantity::size_kib(&self.container_log_max_size)
+            .context("kubelet.container_log_max_size")?;
+        if self.container_log_max_files < 2 {
+            anyhow::bail!("kubelet.container_log_max_files: the kubelet needs at least 2");
+        }
+        match (self.profile, &self.fixed) {
+            (Profile::Fixed, None) => {
+                anyhow::bail!("kubelet.fixed: profile = \"fixed\" needs a [kubelet.fixed] table")
+            }
+            (_, Some(_)) => {
+                self.fixed_reservation()?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn fixed_reservation(&self) -> Result<Option<Reservation>> {
+        let Some(f) = &self.fixed else {
+            return Ok(None);
+        };
+        if f.eviction_nodefs_available_percent > 50 {
+            anyhow::bail!(
+                "kubelet.fixed.eviction_nodefs_available_percent: {}% is more than 50%",
+                f.eviction_nodefs_available_percent
+            );
+        }
+        Ok(Some(Reservation {
+            kube_reserved: amounts("kubelet.fixed.kube_reserved", &f.kube_reserved)?,
+            system_reserved: amounts("kubelet.fixed.system_reserved", &f.system_reserved)?,
+            eviction: reserve::Eviction {
+                memory_available_kib: quantity::size_kib(&f.eviction_memory_available)
+                    .context("kubelet.fixed.eviction_memory_available")?,
+                nodefs_available_percent: f.eviction_nodefs_available_percent,
+                ..DEFAULT_EVICTION
+            },
+        }))
+    }
+
+    /// The reservation for `cap` under these settings.
+    pub fn reservation(&self, cap: &Capacity) -> Result<Reservation> {
+        match reserve::compute(self.profile, cap) {
+            Some(r) => Ok(r),
+            None => self
+                .fixed_reservation()?
+                .context("kubelet.fixed: missing for profile \"fixed\""),
+        }
+    }
+}
+
+/// Render the drop-in (pure).
+pub fn render(s: &KubeletSettings, cap: &Capacity) -> Result<String> {
+    let r = s.reservation(cap)?;
+    let mut ctx = tera::Context::new();
+    ctx.insert("profile", &s.profile);
+    ctx.insert("cap", cap);
+    ctx.insert("r", &r);
+    ctx.insert("alloc", &reserve::allocatable(cap, &r));
+    ctx.insert("max_pods", &s.max_pods);
+    ctx.insert("log_max_size", &s.container_log_max_size);
+    ctx.insert("log_max_files", &s.container_log_max_files);
+    tera::Tera::one_off(TEMPLATE, &ctx, false).context("rendering the kubelet configuration")
+}
+
+/// MemTotal from /proc/meminfo text, in KiB.
+pub fn parse_memtotal(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The running machine's capacity: online CPUs, MemTotal, and the size of
+/// the filesystem holding `kubelet_dir` (or its nearest existing parent).
+pub fn machine_capacity(kubelet_dir: &Path, max_pods: u32) -> Result<Capacity> {
+    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u32;
+    let meminfo = std::fs::read_to_string("/proc/meminfo").context("/proc/meminfo")?;
+    let memory_kib = parse_memtotal(&meminfo).context("/proc/meminfo: no MemTotal")?;
+    let mut dir = kubelet_dir;
+    while !dir.exists() {
+        dir = dir.parent().unwrap_or(Path::new("/"));
+    }
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("path with NUL")?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: statvfs fills the struct for a NUL-terminated path.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statvfs {}", dir.display()));
+    }
+    let storage_kib = st.f_blocks as u64 * st.f_frsize as u64 / 1024;
+    Ok(Capacity {
+        cpus,
+        memory_kib,
+        storage_kib,
+        max_pods,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reserve::{GIB, MIB};
+
+    #[test]
+    fn golden_gke_2gib() {
+        let cap = Capacity {
+            cpus: 2,
+            memory_kib: 2 * GIB,
+            storage_kib: 20 * GIB,
+            max_pods: 110,
+        };
+        let got = render(&KubeletSettings::default(), &cap).unwrap();
+        let golden = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/src/node/testdata/kubelet-gke-2cpu-2gib.yaml"
+        );
+        if std::env::var_os("KEELSON_UPDATE_GOLDEN").is_some() {
+            std::fs::write(golden, &got).unwrap();
+        }
+        assert_eq!(got, std::fs::read_to_string(golden).unwrap());
+        assert!(
+            got.contains("memory: \"524288Ki\"") && got.contains("cpu: \"70m\""),
+            "{got}"
+        );
+        assert!(
+            !got.contains("systemReserved"),
+            "no zero systemReserved block"
+        );
+    }
+
+    #[test]
+    fn fixed_profile_renders_system_reserved() {
+        let s: KubeletSettings = toml::from_str(
+            "profile = \"fixed\"\n[fixed]\nkube_reserved = { cpu = \"1\", memory = \"2Gi\", ephemeral_storage = \"1Gi\" }\n\
+             system_reserved = { cpu = \"500m\", memory = \"1Gi\", ephemeral_storage = \"1Gi\" }\neviction_memory_available = \"500Mi\"\n",
+        )
+        .unwrap();
+        s.validate().unwrap();
+        let cap = Capacity {
+            cpus: 16,
+            memory_kib: 32 * GIB,
+            storage_kib: 100 * GIB,
+            max_pods: 110,
+        };
+        let got = render(&s, &cap).unwrap();
+        assert!(got.contains("systemReserved:\n  cpu: \"500m\""), "{got}");
+        assert!(
+            got.contains(&format!("memory.available: \"{}Ki\"", 500 * MIB)),
+            "{got}"
+        );
+        assert!(
+            got.contains("cpu 14500m"),
+            "expected allocatable in the header: {got}"
+        );
+    }
+
+    #[test]
+    fn bad_settings_name_the_field() {
+        let t = [
+            ("profile = \"gcp\"", "unknown variant `gcp`"),
+            (
+                "container_log_max_size = \"-5Mi\"",
+                "kubelet.container_log_max_size",
+            ),
+            ("max_pods = 0", "kubelet.max_pods: 0"),
+            (
+                "profile = \"fixed\"",
+                "kubelet.fixed: profile = \"fixed\" needs",
+            ),
+            (
+                "profile = \"fixed\"\n[fixed]\nkube_reserved = { cpu = \"lots\", memory = \"1Gi\", ephemeral_storage = \"1Gi\" }\nsystem_reserved = { cpu = \"1\", memory = \"1Gi\", ephemeral_storage = \"1Gi\" }\n",
+                "kubelet.fixed.kube_reserved.cpu",
+            ),
+        ];
+        for (text, want) in t {
+            let e = match toml::from_str::<KubeletSettings>(text) {
+                Err(e) => e.to_string(),
+                Ok(s) => format!("{:#}", s.validate().unwrap_err()),
+            };
+            assert!(e.contains(want), "{text}\n got: {e}\nwant: {want}");
+        }
+    }
+
+    #[test]
+    fn memtotal() {
+        assert_eq!(
+            parse_memtotal("MemTotal:        2030712 kB\nMemFree: 1 kB\n"),
+            Some(2030712)
+        );
+        assert_eq!(parse_memtotal("MemFree: 1 kB\n"), None);
+    }
+}
