@@ -58,9 +58,9 @@ fn private_writable_sysroot() -> Result<()> {
             return Err(std::io::Error::last_os_error()).context("making mounts private");
         }
         let sysroot = CString::new("/sysroot").expect("no NUL");
-        let mut st: libc::statvfs = std::mem::zeroed();
-        if libc::statvfs(sysroot.as_ptr(), &mut st) == 0
-            && st.f_flag & libc::ST_RDONLY != 0
+        let read_only =
+            crate::util::fsutil::fs_stats(Path::new("/sysroot")).is_ok_and(|s| s.read_only);
+        if read_only
             && libc::mount(
                 std::ptr::null(),
                 sysroot.as_ptr(),

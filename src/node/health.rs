@@ -128,22 +128,18 @@ pub fn http_get(addr: &str, path: &str) -> Result<String> {
 }
 
 fn disk(path: &str, min_percent: u64) -> Check {
-    let c = std::ffi::CString::new(path).expect("no NUL");
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statvfs fills the struct for a NUL-terminated path.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Check::new(
-            &format!("disk {path}"),
-            false,
-            std::io::Error::last_os_error().to_string(),
-        );
+    let name = format!("disk {path}");
+    match crate::util::fsutil::fs_stats(Path::new(path)) {
+        Ok(st) => {
+            let free = st.avail_bytes * 100 / st.total_bytes.max(1);
+            Check::new(
+                &name,
+                free >= min_percent,
+                format!("{free}% free (need {min_percent}%)"),
+            )
+        }
+        Err(e) => Check::new(&name, false, format!("{e:#}")),
     }
-    let free = st.f_bavail as u64 * 100 / (st.f_blocks as u64).max(1);
-    Check::new(
-        &format!("disk {path}"),
-        free >= min_percent,
-        format!("{free}% free (need {min_percent}%)"),
-    )
 }
 
 fn pids() -> Check {

@@ -178,14 +178,7 @@ pub fn machine_capacity(kubelet_dir: &Path, max_pods: u32) -> Result<Capacity> {
     while !dir.exists() {
         dir = dir.parent().unwrap_or(Path::new("/"));
     }
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).context("path with NUL")?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: statvfs fills the struct for a NUL-terminated path.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("statvfs {}", dir.display()));
-    }
-    let storage_kib = st.f_blocks as u64 * st.f_frsize as u64 / 1024;
+    let storage_kib = crate::util::fsutil::fs_stats(dir)?.total_bytes / 1024;
     Ok(Capacity {
         cpus,
         memory_kib,

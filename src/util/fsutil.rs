@@ -23,6 +23,30 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Figures of the filesystem holding a path (statvfs).
+pub struct FsStats {
+    pub total_bytes: u64,
+    /// Available to unprivileged users.
+    pub avail_bytes: u64,
+    pub read_only: bool,
+}
+
+pub fn fs_stats(path: &Path) -> Result<FsStats> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .with_context(|| format!("{}: path contains NUL", path.display()))?;
+    // SAFETY: statvfs fills the zeroed struct for a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("statvfs {}", path.display()));
+    }
+    Ok(FsStats {
+        total_bytes: st.f_blocks as u64 * st.f_frsize as u64,
+        avail_bytes: st.f_bavail as u64 * st.f_frsize as u64,
+        read_only: st.f_flag & libc::ST_RDONLY != 0,
+    })
+}
+
 /// The names in `dir`, sorted (byte order, as ostree's dirtrees are).
 pub fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     let mut names: Vec<_> = fs::read_dir(dir)
@@ -86,6 +110,14 @@ mod tests {
             1,
             "no temp file left"
         );
+    }
+
+    #[test]
+    fn fs_stats_of_a_tempdir() {
+        let d = tempfile::tempdir().unwrap();
+        let st = fs_stats(d.path()).unwrap();
+        assert!(st.total_bytes > 0 && st.avail_bytes <= st.total_bytes && !st.read_only);
+        assert!(fs_stats(&d.path().join("missing")).unwrap_err().to_string().contains("statvfs"));
     }
 
     #[test]
