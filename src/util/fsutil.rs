@@ -24,6 +24,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Figures of the filesystem holding a path (statvfs).
+#[derive(Debug)]
 pub struct FsStats {
     pub total_bytes: u64,
     /// Available to unprivileged users.
