@@ -118,7 +118,12 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let st = fs_stats(d.path()).unwrap();
         assert!(st.total_bytes > 0 && st.avail_bytes <= st.total_bytes && !st.read_only);
-        assert!(fs_stats(&d.path().join("missing")).unwrap_err().to_string().contains("statvfs"));
+        assert!(
+            fs_stats(&d.path().join("missing"))
+                .unwrap_err()
+                .to_string()
+                .contains("statvfs")
+        );
     }
 
     #[test]
