@@ -107,7 +107,7 @@ struct VmArgs {
     image: PathBuf,
     /// Firmware to boot with.
     #[arg(long, value_enum, default_value = "uefi")]
-    firmware: FirmwareArg,
+    firmware: keelson::image::definition::Firmware,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 2048)]
     memory: u32,
@@ -131,12 +131,6 @@ struct VmArgs {
     timeout: u64,
 }
 
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum FirmwareArg {
-    Uefi,
-    Bios,
-}
-
 #[derive(clap::Args)]
 struct StatusArgs {
     /// Machine-readable output.
@@ -151,7 +145,7 @@ struct StatusArgs {
 struct KubeletConfigArgs {
     /// Reservation profile (default: the configuration's, else gke).
     #[arg(long, value_enum)]
-    profile: Option<ProfileArg>,
+    profile: Option<keelson::reserve::Profile>,
     /// Preview for this many CPUs instead of this machine's.
     #[arg(long, requires_all = ["memory", "storage"])]
     cpus: Option<u32>,
@@ -167,14 +161,6 @@ struct KubeletConfigArgs {
     /// Write here (atomically) instead of standard output.
     #[arg(long, short = 'o')]
     output: Option<PathBuf>,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
-enum ProfileArg {
-    Gke,
-    Eks,
-    Aks,
-    Fixed,
 }
 
 #[derive(clap::Args)]
@@ -342,13 +328,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Vm(a) => {
-            let firmware = match a.firmware {
-                FirmwareArg::Uefi => keelson::image::definition::Firmware::Uefi,
-                FirmwareArg::Bios => keelson::image::definition::Firmware::Bios,
-            };
             let out = keelson::vm::run(&keelson::vm::Options {
                 image: a.image,
-                firmware,
+                firmware: a.firmware,
                 memory_mib: a.memory,
                 cpus: a.cpus,
                 kvm: a.kvm,
@@ -392,16 +374,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             keelson::node::commands::agent(&a.sysroot)
         }
         Command::KubeletConfig(a) => {
-            use keelson::reserve::Profile;
             let cfg = keelson::node::config::load()?;
             let mut settings = cfg.kubelet;
             if let Some(p) = a.profile {
-                settings.profile = match p {
-                    ProfileArg::Gke => Profile::Gke,
-                    ProfileArg::Eks => Profile::Eks,
-                    ProfileArg::Aks => Profile::Aks,
-                    ProfileArg::Fixed => Profile::Fixed,
-                };
+                settings.profile = p;
             }
             if let Some(m) = a.max_pods {
                 settings.max_pods = m;

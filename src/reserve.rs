@@ -51,7 +51,7 @@ pub struct Reservation {
     pub eviction: Eviction,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// Capacity-scaled (GKE's published formulas): keelson's default.

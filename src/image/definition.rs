@@ -12,7 +12,7 @@ const MIB: u64 = 1024 * 1024;
 /// so 1 MiB is kept free at the end too.
 const ALIGN_MIB: u64 = 1;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Firmware {
     Uefi,
