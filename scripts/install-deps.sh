@@ -17,8 +17,8 @@ packages=(
   # booting images: QEMU and UEFI firmware
   qemu-system-x86 ovmf
   # tests and benchmarks: setfattr, bc, gpg (signed updates), python3 (HTTP
-  # server for the A/B VM test)
-  attr bc gnupg python3
+  # server for the A/B VM test; a venv for pykickstart's ksvalidator)
+  attr bc gnupg python3 python3-venv
 )
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
@@ -28,4 +28,10 @@ apt-get install -y -q --no-install-recommends --allow-downgrades "${packages[@]}
 if ! command -v cargo >/dev/null; then
   echo "install-deps: cargo not found; install a Rust toolchain >= 1.85 first" >&2
   exit 1
+fi
+# pykickstart's ksvalidator checks every rendered kickstart (tests/kickstart.rs).
+# Not packaged in Debian 12: from PyPI into its own venv.
+if [ ! -x /opt/keelson-pyenv/bin/ksvalidator ]; then
+  python3 -m venv /opt/keelson-pyenv
+  /opt/keelson-pyenv/bin/pip install -q pykickstart
 fi

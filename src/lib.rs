@@ -12,6 +12,7 @@ pub mod image;
 pub mod inputhash;
 pub mod node;
 pub mod postprocess;
+pub mod provision;
 pub mod reserve;
 pub mod treefile;
 pub mod util;

@@ -49,9 +49,89 @@ enum Command {
     /// Node: render the kubelet configuration drop-in with reserved resources
     /// computed from this machine's capacity (or the one given, to preview).
     KubeletConfig(KubeletConfigArgs),
+    /// Install a node onto a disk from an ostree repository URL (what
+    /// anaconda's ostreesetup does): partition, pull, deploy, GRUB. Checks
+    /// the device, URL, ref and signature before touching the disk.
+    Install(InstallArgs),
+    /// Render a kickstart file (anaconda `ostreesetup`) that installs a ref
+    /// from a URL, with the image definition's disk layout.
+    Kickstart(KickstartArgs),
     /// Commit an already ostree-shaped directory (the commit step of
     /// compose on its own; what bench/commit.sh times against `ostree commit`).
     Commit(CommitArgs),
+}
+
+#[derive(clap::Args)]
+struct InstallArgs {
+    /// The whole disk to install onto (everything on it is lost).
+    #[arg(long, required_unless_present = "from_cmdline")]
+    device: Option<PathBuf>,
+    /// The ostree repository URL to install from.
+    #[arg(long, required_unless_present = "from_cmdline")]
+    url: Option<String>,
+    /// The ref to install; the node follows it for updates.
+    #[arg(long = "ref", required_unless_present = "from_cmdline")]
+    ref_: Option<String>,
+    /// The stateroot (default: the image definition's).
+    #[arg(long)]
+    osname: Option<String>,
+    /// Image definition for the partition sizes (root takes the rest of the
+    /// disk), kernel arguments, firmware and remote name (default: the
+    /// built-in images/default.json).
+    #[arg(long)]
+    definition: Option<PathBuf>,
+    /// Extra kernel argument for the installed node (repeatable).
+    #[arg(long = "karg", value_name = "ARG")]
+    kargs: Vec<String>,
+    /// Verify the commit (and later updates) against this keyring.
+    #[arg(long)]
+    gpg_keyring: Option<PathBuf>,
+    /// The node's update URL after the install (default: --url).
+    #[arg(long)]
+    update_url: Option<String>,
+    /// Reboot into the installed node when done.
+    #[arg(long)]
+    reboot: bool,
+    /// Take everything from keelson.install.* kernel arguments (the PXE
+    /// installer): device, url, ref, osname, karg, update_url, gpg_keyring,
+    /// reboot.
+    #[arg(long, conflicts_with_all = ["device", "url", "ref_"])]
+    from_cmdline: bool,
+}
+
+#[derive(clap::Args)]
+struct KickstartArgs {
+    /// The ostree repository URL the installer pulls from.
+    #[arg(long)]
+    url: String,
+    /// The ref to install, e.g. keelson/12/x86_64/k8s-node.
+    #[arg(long = "ref")]
+    ref_: String,
+    /// The stateroot (default: the image definition's).
+    #[arg(long)]
+    osname: Option<String>,
+    /// Remote name on the node (default: the image definition's).
+    #[arg(long)]
+    remote: Option<String>,
+    /// Where the node looks for updates after the install (default: --url).
+    #[arg(long)]
+    update_url: Option<String>,
+    /// Install without verifying signatures (ostreesetup --nogpg).
+    #[arg(long)]
+    nogpg: bool,
+    /// A shipped template (ostree, ostree-minimal) or a template file.
+    #[arg(long, default_value = "ostree")]
+    template: String,
+    /// Extra template variable NAME=VALUE (repeatable): ssh_key, hostname,
+    /// disk, timezone, lang, keyboard in the shipped templates.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    vars: Vec<String>,
+    /// Image definition for partition sizes and kernel arguments.
+    #[arg(long, default_value = "images/default.json")]
+    definition: PathBuf,
+    /// Write here (atomically) instead of standard output.
+    #[arg(long, short = 'o')]
+    output: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -312,6 +392,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("Wrote {} ({} bytes)", a.output.display(), art.size);
             Ok(())
         }
+        Command::Install(a) => {
+            keelson::node::commands::ensure_root()?;
+            let opts = if a.from_cmdline {
+                let cmdline =
+                    std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
+                keelson::provision::install::from_cmdline(&cmdline)?
+            } else {
+                keelson::provision::install::Options {
+                    device: a.device.expect("clap: required"),
+                    url: a.url.expect("clap: required"),
+                    ref_: a.ref_.expect("clap: required"),
+                    osname: a.osname,
+                    definition: a.definition,
+                    kargs: a.kargs,
+                    gpg_keyring: a.gpg_keyring,
+                    update_url: a.update_url,
+                    reboot: a.reboot,
+                }
+            };
+            let commit = keelson::provision::install::run(&opts)?;
+            println!(
+                "Installed {} ({commit}) from {} onto {}.",
+                opts.ref_,
+                opts.url,
+                opts.device.display()
+            );
+            if opts.reboot {
+                keelson::provision::install::reboot()?;
+            }
+            Ok(())
+        }
+        Command::Kickstart(a) => {
+            let def = keelson::image::definition::Definition::load(&a.definition)?;
+            let mut vars = std::collections::BTreeMap::new();
+            for v in &a.vars {
+                let (k, val) = keelson::provision::kickstart::parse_var(v)?;
+                vars.insert(k, val);
+            }
+            let params = keelson::provision::kickstart::Params {
+                url: a.url,
+                ref_: a.ref_,
+                osname: a.osname.unwrap_or_else(|| def.osname.clone()),
+                remote: a.remote.unwrap_or_else(|| def.remote.name.clone()),
+                nogpg: a.nogpg,
+                update_url: a.update_url,
+                vars,
+            };
+            let (name, text) = keelson::provision::kickstart::template(&a.template)?;
+            let ks = keelson::provision::kickstart::render(&name, &text, &def, &params)?;
+            match a.output {
+                Some(p) => keelson::util::fsutil::write_atomic(&p, ks.as_bytes())
+                    .with_context(|| format!("--output {}", p.display()))?,
+                None => print!("{ks}"),
+            }
+            Ok(())
+        }
         Command::Build(a) => {
             let meta = keelson::build::run(&keelson::build::Options {
                 treefile: a.treefile,
@@ -392,7 +528,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     max_pods: settings.max_pods,
                 },
                 _ => keelson::node::kubelet::machine_capacity(
-                    std::path::Path::new("/var/lib/kubelet"),
+                    std::path::Path::new(keelson::node::kubelet::KUBELET_DIR),
                     settings.max_pods,
                 )?,
             };

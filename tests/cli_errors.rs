@@ -126,9 +126,37 @@ fn print_only_flattens_the_default_treefile() {
         .map(|u| u.as_str().unwrap())
         .collect();
     assert_eq!(
-        units.last(),
-        Some(&"containerd.service"),
+        units[units.len() - 5..],
+        [
+            "keelson-update.timer",
+            "containerd.service",
+            "keelson-kubelet-config.service",
+            "kubelet.service",
+            "keelson-logrotate.timer"
+        ],
         "includer's units come after the base's"
     );
     assert!(!Path::new("/nonexistent/repo").exists());
+}
+
+/// The documented kubelet example names a key file the user fetches first
+/// (treefiles/examples/README.md); without it the compose stops at once.
+#[test]
+fn example_without_its_apt_key_names_the_field() {
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("treefiles/examples/k8s-node-kubelet.json");
+    let key = example.with_file_name("kubernetes-apt-keyring.gpg");
+    if key.exists() {
+        return; // a developer fetched the key: nothing to check here
+    }
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("repo");
+    let (ok, err) = compose(&example, &repo);
+    assert!(!ok);
+    assert!(
+        err.contains("k8s-node-kubelet.json: deb.extra-sources[0].signed-by:")
+            && err.contains("kubernetes-apt-keyring.gpg is not a readable file"),
+        "{err}"
+    );
+    assert!(!repo.exists(), "no repo written");
 }

@@ -1,11 +1,17 @@
 //! VM tier: compose the default treefile plus a test-fixture unit
 //! (tests/fixtures/vmtest.json), build a qcow2 image and boot it under QEMU
-//! with UEFI and with BIOS. The fixture checks the node from inside (system
-//! running with no failed units, /usr and /sysroot read-only, `ostree admin
-//! status` and `keelson status` show the booted deployment, /etc and
-//! /var/home writable, first-boot identities created) and prints the result
-//! on the serial console. The boot fails fast on an emergency shell, a
-//! kernel panic or dracut refusing to continue.
+//! with UEFI and 2 GiB of memory, then with BIOS and 4 GiB. The fixture
+//! checks the node from inside (system running with no failed units, /usr
+//! and /sysroot read-only, `ostree admin status` and `keelson status` show
+//! the booted deployment, /etc and /var/home writable, first-boot identities
+//! created; the Kubernetes wiring: kubelet.service skipped without a kubelet,
+//! containerd on the systemd cgroup driver, tmpfiles, `logrotate -d` on the
+//! node policy, `systemd-analyze verify` on keelson's units, journald's size
+//! limit in force, a bad config fragment failing keelson-kubelet-config with
+//! the rendered file kept) and prints the result on the serial console. The
+//! host then checks the drop-in rendered at boot against the gke profile for
+//! the capacity the guest reported. The boot fails fast on an emergency
+//! shell, a kernel panic or dracut refusing to continue.
 //!
 //! Needs root, the host's Debian mirror, qemu-system-x86 and ovmf (`.ci/run`
 //! installs them). TCG: ~1 min per boot on 2 CPUs.
@@ -34,12 +40,14 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn boot(image: &Path, firmware: &str, log: &Path) -> String {
+fn boot(image: &Path, firmware: &str, memory_mib: u32, log: &Path) -> String {
     ok(&[
         "vm",
         image.to_str().unwrap(),
         "--firmware",
         firmware,
+        "--memory",
+        &memory_mib.to_string(),
         "--snapshot",
         "--serial-log",
         log.to_str().unwrap(),
@@ -122,9 +130,9 @@ fn default_image_boots_uefi_and_bios() {
         "no temporary image left behind"
     );
 
-    for firmware in ["uefi", "bios"] {
+    for (firmware, memory_mib) in [("uefi", 2048), ("bios", 4096)] {
         let log = d.path().join(format!("serial-{firmware}.log"));
-        let text = boot(&image, firmware, &log);
+        let text = boot(&image, firmware, memory_mib, &log).replace('\r', "");
         let checks: Vec<&str> = text
             .lines()
             .filter(|l| l.contains("KEELSON-CHECK"))
@@ -139,5 +147,60 @@ fn default_image_boots_uefi_and_bios() {
             "{firmware}: in-guest checks failed:\n{}",
             checks.join("\n")
         );
+        kubelet_config_matches_capacity(&text, firmware, memory_mib);
     }
+}
+
+/// The drop-in keelson-kubelet-config.service rendered at boot is what the
+/// default (gke) profile gives for the capacity the guest reported with
+/// nproc, /proc/meminfo and df; `keelson status --json` shows the same.
+fn kubelet_config_matches_capacity(text: &str, firmware: &str, memory_mib: u32) {
+    use keelson::node::kubelet::{KubeletSettings, node_resources, render};
+    let fields: Vec<u64> = text
+        .lines()
+        .find_map(|l| l.split_once("KEELSON-CAPACITY ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("{firmware}: no KEELSON-CAPACITY line"))
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    let cap = keelson::reserve::Capacity {
+        cpus: fields[0] as u32,
+        memory_kib: fields[1],
+        storage_kib: fields[2],
+        max_pods: 110,
+    };
+    // QEMU's -m is the RAM size; MemTotal is that minus what the kernel keeps.
+    assert!(
+        cap.memory_kib < memory_mib as u64 * 1024
+            && cap.memory_kib > memory_mib as u64 * 1024 * 8 / 10,
+        "{firmware}: MemTotal {} KiB for -m {memory_mib}",
+        cap.memory_kib
+    );
+    let begin = text
+        .find("KEELSON-KUBELET-CONFIG-BEGIN\n")
+        .expect("rendered drop-in")
+        + 29;
+    let end = text[begin..].find("KEELSON-KUBELET-CONFIG-END").unwrap() + begin;
+    let rendered = &text[begin..end];
+    let settings = KubeletSettings::default();
+    assert_eq!(
+        rendered,
+        render(&settings, &cap).unwrap(),
+        "{firmware}: the drop-in on the node is not the gke profile's for {cap:?}"
+    );
+    // Under 4 GiB the gke profile keeps 25 % of memory for the kubelet.
+    let quarter = cap.memory_kib / 4;
+    assert!(
+        rendered.contains(&format!("  memory: \"{quarter}Ki\"")),
+        "{firmware}: kubeReserved memory is not 25 % of {} KiB:\n{rendered}",
+        cap.memory_kib
+    );
+    let json = text
+        .lines()
+        .find_map(|l| l.split_once("KEELSON-STATUS-JSON ").map(|(_, r)| r))
+        .unwrap_or_else(|| panic!("{firmware}: no KEELSON-STATUS-JSON line"));
+    let status: serde_json::Value = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("{firmware}: status JSON: {e}: {json}"));
+    let want = serde_json::to_value(node_resources(&settings, &cap).unwrap()).unwrap();
+    assert_eq!(status["kubelet"], want, "{firmware}: keelson status --json");
 }

@@ -10,6 +10,13 @@
 //! served repo from v2 to v3 at the right moment. v2 and v3 are v1's tree
 //! plus a few files, committed with `ostree commit --tree=ref= --tree=dir=`.
 //!
+//! The tree carries a kubelet test double (tests/fixtures/kubelet-double.sh,
+//! NOT a kubelet: it only serves /healthz), packaged as `kubelet` in a local
+//! apt repository added with `deb.extra-sources` (the way
+//! treefiles/examples/k8s-node-kubelet.json adds the upstream one), so the
+//! shipped kubelet.service replaces the package's unit and runs it, and the
+//! health check's kubelet probe is exercised.
+//!
 //! Every update is GPG-signed and the image's remote verifies signatures;
 //! at the end an unsigned commit is published and the node must refuse it.
 //!
@@ -90,9 +97,20 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
     let home = d.path().join("gnupg");
     let (key, pubkey) = common::gpg_key(&home);
     let gpg = Some((key.as_str(), home.as_path()));
+    // v1: the A/B fixture plus the kubelet test double from a local apt
+    // repository, through deb.extra-sources as the example treefile does.
+    let v1_treefile = d.path().join("v1-kubelet.json");
+    std::fs::write(
+        &v1_treefile,
+        common::kubelet_double_repo(
+            &d.path().join("kubelet-double"),
+            &manifest().join("tests/fixtures/ab/v1.json"),
+        ),
+    )
+    .unwrap();
     run(keelson()
         .arg("compose")
-        .arg(manifest().join("tests/fixtures/ab/v1.json"))
+        .arg(&v1_treefile)
         .arg("--repo")
         .arg(&repo)
         .arg("--cachedir")
@@ -267,5 +285,39 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
     assert!(
         unsigned.contains("GPG") && unsigned.contains("signature"),
         "{unsigned}"
+    );
+
+    // The tree carries the kubelet test double: the shipped kubelet.service
+    // and its drop-in run it, systemd-analyze verify accepts them, and the
+    // health check reached its /healthz.
+    let first = logs[0].replace('\r', "");
+    let checks: Vec<&str> = first
+        .lines()
+        .filter(|l| l.contains("KEELSON-CHECK"))
+        .collect();
+    let checks_text = checks.join("\n");
+    assert!(
+        !checks.is_empty() && !checks_text.contains("KEELSON-CHECK FAIL"),
+        "first boot's in-guest checks:\n{checks_text}"
+    );
+    assert!(
+        checks_text.contains("ok: kubelet.service (test double) active")
+            && checks_text.contains("ok: kubelet.service is keelson's, not the package's"),
+        "{checks_text}"
+    );
+    assert!(
+        first
+            .lines()
+            .any(|l| l.contains("KEELSON-VERIFY-UNITS") && l.contains("kubelet.service")),
+        "kubelet.service not among the verified units"
+    );
+    assert!(
+        first.contains("ok   kubelet: ok"),
+        "the health check did not reach the kubelet's /healthz:\n{}",
+        first
+            .lines()
+            .filter(|l| l.starts_with("ok  ") || l.starts_with("FAIL"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

@@ -32,12 +32,16 @@ impl DebBackend {
             .suite
             .clone()
             .unwrap_or_else(|| DEFAULT_SUITE.to_string());
-        let lines = sources::resolve(
+        let mut lines = sources::resolve(
             &suite,
             tf.deb.mirror.as_deref(),
             tf.deb.components.as_deref(),
             etc_apt,
         )?;
+        lines.extend(sources::extra(
+            tf.deb.extra_sources.as_deref().unwrap_or_default(),
+            &tf.basedir,
+        ));
         Ok(DebBackend {
             variant: tf.deb.variant.clone().unwrap_or_else(|| "minbase".into()),
             sources_text: sources::render(&lines),

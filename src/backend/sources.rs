@@ -15,20 +15,30 @@ pub struct SourceLine {
     pub suite: String,
     pub components: Vec<String>,
     pub signed_by: Option<String>,
+    /// `[trusted=yes]`: an unsigned local repository.
+    pub trusted: bool,
 }
 
 impl SourceLine {
     pub fn render(&self) -> String {
-        let opts = match &self.signed_by {
-            Some(k) => format!("[signed-by={k}] "),
-            None => String::new(),
+        let mut opts = Vec::new();
+        if let Some(k) = &self.signed_by {
+            opts.push(format!("signed-by={k}"));
+        }
+        if self.trusted {
+            opts.push("trusted=yes".to_string());
+        }
+        let opts = if opts.is_empty() {
+            String::new()
+        } else {
+            format!("[{}] ", opts.join(" "))
         };
-        format!(
-            "deb {opts}{} {} {}",
-            self.uri,
-            self.suite,
-            self.components.join(" ")
-        )
+        let line = format!("deb {opts}{} {}", self.uri, self.suite);
+        if self.components.is_empty() {
+            line
+        } else {
+            format!("{line} {}", self.components.join(" "))
+        }
     }
 }
 
@@ -63,6 +73,7 @@ pub fn parse_one_line(text: &str) -> Vec<SourceLine> {
             suite: suite.to_string(),
             components: words.map(str::to_string).collect(),
             signed_by,
+            trusted: false,
         });
     }
     out
@@ -105,6 +116,7 @@ pub fn parse_deb822(text: &str) -> Vec<SourceLine> {
                     suite: suite.to_string(),
                     components: comps.clone(),
                     signed_by: signed_by.clone(),
+                    trusted: false,
                 });
             }
         }
@@ -193,6 +205,7 @@ pub fn resolve(
                 .map(<[String]>::to_vec)
                 .unwrap_or_else(|| vec!["main".into()]),
             signed_by: None,
+            trusted: false,
         }]);
     }
     let host = host_sources(etc_apt)?;
@@ -204,6 +217,27 @@ pub fn resolve(
         );
     }
     Ok(lines)
+}
+
+/// The treefile's `deb.extra-sources`, key paths made absolute against the
+/// treefile's directory (apt reads them on the build host).
+pub fn extra(
+    sources: &[crate::treefile::fragment::ExtraSource],
+    basedir: &Path,
+) -> Vec<SourceLine> {
+    sources
+        .iter()
+        .map(|s| SourceLine {
+            uri: s.uri.clone(),
+            suite: s.suite.clone(),
+            components: s.components.clone(),
+            signed_by: s
+                .signed_by
+                .as_ref()
+                .map(|k| basedir.join(k).display().to_string()),
+            trusted: s.trusted,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -228,6 +262,24 @@ mod tests {
         let over = for_suite(&all, "bookworm", Some(&comps));
         assert!(over.iter().all(|s| s.components == comps));
         assert!(for_suite(&all, "trixie", None).is_empty());
+        let k8s = crate::treefile::fragment::ExtraSource {
+            uri: "https://pkgs.k8s.io/core:/stable:/v1.31/deb/".into(),
+            suite: "/".into(),
+            signed_by: Some("keys/k8s.gpg".into()),
+            ..Default::default()
+        };
+        let local = crate::treefile::fragment::ExtraSource {
+            uri: "file:/srv/apt".into(),
+            suite: "local".into(),
+            components: vec!["main".into()],
+            trusted: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            render(&extra(&[k8s, local], Path::new("/tf"))),
+            "deb [signed-by=/tf/keys/k8s.gpg] https://pkgs.k8s.io/core:/stable:/v1.31/deb/ /\n\
+             deb [trusted=yes] file:/srv/apt local main\n"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::util::cmd::Cmd;
 use crate::util::progress::step;
 use definition::{Definition, Firmware, Format, Part};
 
-const FSTAB_TEMPLATE: &str = include_str!("templates/fstab.tera");
+pub(crate) const FSTAB_TEMPLATE: &str = include_str!("templates/fstab.tera");
 
 pub struct Options {
     pub repo: PathBuf,
@@ -87,7 +87,7 @@ fn mkfs_ext4(disk: &Path, p: &Part, label: &str, uuid: &str, dir: &Path) -> Resu
 }
 
 /// The FAT ESP, also written in place (mtools address it as `disk@@offset`).
-fn mkfs_esp(disk: &Path, p: &Part, volid: &str, efi: Option<&Path>) -> Result<()> {
+pub(crate) fn mkfs_esp(disk: &Path, p: &Part, volid: &str, efi: Option<&Path>) -> Result<()> {
     Cmd::new("mkfs.fat")
         // FAT32 (what UEFI expects on disks) with 512-byte clusters, so a
         // 127 MiB ESP has enough clusters to be valid FAT32.
@@ -112,7 +112,7 @@ fn mkfs_esp(disk: &Path, p: &Part, volid: &str, efi: Option<&Path>) -> Result<()
     Ok(())
 }
 
-fn write_at(disk: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_at(disk: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
     use std::io::{Seek, SeekFrom, Write};
     let mut f = fs::OpenOptions::new().write(true).open(disk)?;
     f.seek(SeekFrom::Start(offset))?;
@@ -120,7 +120,7 @@ fn write_at(disk: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn random_uuid() -> String {
+pub(crate) fn random_uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
@@ -139,7 +139,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-fn part<'a>(layout: &'a [Part], name: &str) -> &'a Part {
+pub(crate) fn part<'a>(layout: &'a [Part], name: &str) -> &'a Part {
     layout
         .iter()
         .find(|p| p.name == name)
@@ -205,7 +205,7 @@ fn build_in(
     let staged = step("deploying into a staging sysroot", || {
         sysroot::stage(
             &root,
-            &opts.repo,
+            sysroot::Source::Local(&opts.repo),
             &opts.ref_,
             commit,
             &def.osname,
@@ -332,6 +332,6 @@ fn build_in(
     })
 }
 
-fn rand_u32() -> u32 {
+pub(crate) fn rand_u32() -> u32 {
     uuid::Uuid::new_v4().as_u128() as u32
 }

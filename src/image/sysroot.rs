@@ -18,12 +18,23 @@ fn ostree_repo(sysroot: &Path) -> String {
     format!("--repo={}", sysroot.join("ostree/repo").display())
 }
 
-/// init-fs, os-init, the update remote, pull-local with the origin set to
-/// `REMOTE:REF`, and a deploy whose menu comes from keelson's generator.
+/// Where the commit comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source<'a> {
+    /// A local repo (`keelson image`).
+    Local(&'a Path),
+    /// The update remote's URL itself (`keelson install`), signatures
+    /// verified when the remote has a keyring.
+    Remote,
+}
+
+/// init-fs, os-init, the update remote, the commit pulled with the origin
+/// set to `REMOTE:REF`, and a deploy whose menu comes from keelson's
+/// generator.
 #[allow(clippy::too_many_arguments)]
 pub fn stage(
     root: &Path,
-    source_repo: &Path,
+    source: Source,
     ref_: &str,
     commit: &str,
     osname: &str,
@@ -58,12 +69,18 @@ pub fn stage(
     add.args([remote, remote_url, ref_])
         .run()
         .context("adding the node's update remote")?;
-    Cmd::new("ostree")
-        .args([&repo, "pull-local", &format!("--remote={remote}")])
-        .arg(source_repo)
-        .arg(commit)
-        .run()
-        .context("pulling the commit into the image")?;
+    match source {
+        Source::Local(source_repo) => Cmd::new("ostree")
+            .args([&repo, "pull-local", &format!("--remote={remote}")])
+            .arg(source_repo)
+            .arg(commit)
+            .run()
+            .context("pulling the commit into the image")?,
+        Source::Remote => Cmd::new("ostree")
+            .args([&repo, "pull", remote, commit])
+            .run()
+            .with_context(|| format!("pulling {commit} from {remote_url}"))?,
+    };
     let origin = format!("{remote}:{ref_}");
     Cmd::new("ostree")
         .args([&repo, "refs", &format!("--create={origin}"), commit])

@@ -111,13 +111,24 @@ pub fn from_fragments(fragments: &[(String, String)]) -> Result<Config> {
             toml::from_str(text).map_err(|e| anyhow::anyhow!("{name}: {}", e.message()))?;
         merge(&mut table, t);
         // Validate after each fragment so the error names the file that broke it.
-        let c: Config = toml::Value::Table(table.clone())
-            .try_into()
-            .map_err(|e: toml::de::Error| anyhow::anyhow!("{name}: {}", e.message()))?;
+        let c = typed(table.clone()).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
         validate(&c).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     }
-    let c: Config = toml::Value::Table(table).try_into()?;
-    Ok(c)
+    typed(table)
+}
+
+/// The merged table as a [`Config`]; errors name the field (`kubelet.profile: …`).
+fn typed(table: toml::Table) -> Result<Config> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let msg = inner.message().to_string();
+        if path == "." {
+            anyhow::anyhow!("{msg}")
+        } else {
+            anyhow::anyhow!("{path}: {msg}")
+        }
+    })
 }
 
 fn validate(c: &Config) -> Result<()> {
@@ -234,7 +245,7 @@ mod tests {
         let t = [
             (
                 ("etc/a.toml", "[updates]\nreboot = \"sometimes\"\n"),
-                "etc/a.toml: unknown variant `sometimes`",
+                "etc/a.toml: updates.reboot: unknown variant `sometimes`",
             ),
             (
                 ("etc/a.toml", "[boot]\nattempts = 7\n"),
@@ -253,12 +264,12 @@ mod tests {
             ),
             (
                 ("etc/a.toml", "[boot]\nattempt = 2\n"),
-                "etc/a.toml: unknown field `attempt`",
+                "etc/a.toml: boot.attempt: unknown field `attempt`",
             ),
             (("etc/a.toml", "[boot\n"), "etc/a.toml: "),
             (
                 ("etc/a.toml", "[kubelet]\nprofile = \"gcp\"\n"),
-                "etc/a.toml: unknown variant `gcp`",
+                "etc/a.toml: kubelet.profile: unknown variant `gcp`",
             ),
             (
                 (

@@ -13,6 +13,9 @@ use crate::reserve::{self, Capacity, DEFAULT_EVICTION, Profile, Reservation, Res
 
 const TEMPLATE: &str = include_str!("templates/kubelet-config.yaml.tera");
 
+/// The kubelet's state directory; its filesystem is the node's storage.
+pub const KUBELET_DIR: &str = "/var/lib/kubelet";
+
 /// `[kubelet]` in the node configuration fragments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -159,6 +162,86 @@ pub fn render(s: &KubeletSettings, cap: &Capacity) -> Result<String> {
     tera::Tera::one_off(TEMPLATE, &ctx, false).context("rendering the kubelet configuration")
 }
 
+/// What `keelson status` shows: the node's capacity, what the profile
+/// reserves, and the allocatable the kubelet should then report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeResources {
+    pub profile: Profile,
+    pub capacity: Capacity,
+    pub kube_reserved: Resources,
+    pub system_reserved: Resources,
+    pub eviction: reserve::Eviction,
+    pub allocatable: Resources,
+}
+
+/// The resources view for `cap` under `s` (pure).
+pub fn node_resources(s: &KubeletSettings, cap: &Capacity) -> Result<NodeResources> {
+    let r = s.reservation(cap)?;
+    Ok(NodeResources {
+        profile: s.profile,
+        capacity: *cap,
+        kube_reserved: r.kube_reserved,
+        system_reserved: r.system_reserved,
+        eviction: r.eviction,
+        allocatable: reserve::allocatable(cap, &r),
+    })
+}
+
+fn human_kib(kib: u64) -> String {
+    if kib >= reserve::GIB {
+        format!("{:.1} GiB", kib as f64 / reserve::GIB as f64)
+    } else {
+        format!("{:.0} MiB", kib as f64 / reserve::MIB as f64)
+    }
+}
+
+fn human(r: &Resources) -> String {
+    format!(
+        "cpu {}m, memory {} ({}Ki), ephemeral-storage {}",
+        r.cpu_millis,
+        human_kib(r.memory_kib),
+        r.memory_kib,
+        human_kib(r.storage_kib)
+    )
+}
+
+/// The resources section of `keelson status` (pure).
+pub fn render_resources(n: &NodeResources) -> String {
+    let c = &n.capacity;
+    let mut out = format!(
+        "Kubelet resources ({} profile):
+  Capacity:    {} CPUs, memory {} ({}Ki), storage {}, {} pods
+  KubeReserved: {}
+",
+        serde_json::to_value(n.profile)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default(),
+        c.cpus,
+        human_kib(c.memory_kib),
+        c.memory_kib,
+        human_kib(c.storage_kib),
+        c.max_pods,
+        human(&n.kube_reserved)
+    );
+    if n.system_reserved != Resources::default() {
+        out += &format!(
+            "  SystemReserved: {}
+",
+            human(&n.system_reserved)
+        );
+    }
+    out += &format!(
+        "  Eviction:    memory.available {}Ki, nodefs.available {}%
+  Allocatable: {}
+",
+        n.eviction.memory_available_kib,
+        n.eviction.nodefs_available_percent,
+        human(&n.allocatable)
+    );
+    out
+}
+
 /// MemTotal from /proc/meminfo text, in KiB.
 pub fn parse_memtotal(meminfo: &str) -> Option<u64> {
     meminfo
@@ -270,6 +353,32 @@ mod tests {
             };
             assert!(e.contains(want), "{text}\n got: {e}\nwant: {want}");
         }
+    }
+
+    #[test]
+    fn status_view_2cpu_2gib() {
+        let cap = Capacity {
+            cpus: 2,
+            memory_kib: 2 * GIB,
+            storage_kib: 20 * GIB,
+            max_pods: 110,
+        };
+        let n = node_resources(&KubeletSettings::default(), &cap).unwrap();
+        assert_eq!(
+            n.allocatable,
+            Resources {
+                cpu_millis: 1930,
+                memory_kib: 2 * GIB - 512 * MIB - 100 * MIB,
+                storage_kib: 20 * GIB - GIB - 2 * GIB,
+            }
+        );
+        assert_eq!(
+            render_resources(&n),
+            "Kubelet resources (gke profile):\n  Capacity:    2 CPUs, memory 2.0 GiB (2097152Ki), storage 20.0 GiB, 110 pods\n  \
+             KubeReserved: cpu 70m, memory 512 MiB (524288Ki), ephemeral-storage 1.0 GiB\n  \
+             Eviction:    memory.available 102400Ki, nodefs.available 10%\n  \
+             Allocatable: cpu 1930m, memory 1.4 GiB (1470464Ki), ephemeral-storage 17.0 GiB\n"
+        );
     }
 
     #[test]

@@ -35,6 +35,10 @@ pub struct Status {
     pub rollback: Option<DeploymentInfo>,
     /// Every deployment in boot order (index 0 boots by default).
     pub deployments: Vec<DeploymentInfo>,
+    /// Capacity, reservations and expected allocatable for the kubelet.
+    pub kubelet: Option<super::kubelet::NodeResources>,
+    /// Why `kubelet` is missing (a bad configuration fragment, …).
+    pub kubelet_error: Option<String>,
 }
 
 fn info(
@@ -105,6 +109,10 @@ pub fn read(path: &std::path::Path) -> Result<Status> {
         .map(|e| e.state())
         .unwrap_or(super::bootcount::State::Normal);
     let st = super::state::load(&super::state::path()).unwrap_or_default();
+    let (kubelet, kubelet_error) = match node_resources() {
+        Ok(n) => (Some(n), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
     Ok(Status {
         sysroot: path.display().to_string(),
         update_ref,
@@ -116,7 +124,19 @@ pub fn read(path: &std::path::Path) -> Result<Status> {
         staged,
         rollback,
         deployments: all,
+        kubelet,
+        kubelet_error,
     })
+}
+
+/// This machine's kubelet resources under the node configuration.
+fn node_resources() -> Result<super::kubelet::NodeResources> {
+    let cfg = super::config::load()?;
+    let cap = super::kubelet::machine_capacity(
+        std::path::Path::new(super::kubelet::KUBELET_DIR),
+        cfg.kubelet.max_pods,
+    )?;
+    super::kubelet::node_resources(&cfg.kubelet, &cap)
 }
 
 /// Human-readable status.
@@ -182,6 +202,11 @@ pub fn render(s: &Status) -> String {
             b.version.as_deref().unwrap_or("-"),
             b.reason
         );
+    }
+    match (&s.kubelet, &s.kubelet_error) {
+        (Some(n), _) => out += &super::kubelet::render_resources(n),
+        (None, Some(e)) => out += &format!("Kubelet resources: unavailable: {e}\n"),
+        (None, None) => {}
     }
     out
 }

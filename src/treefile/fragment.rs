@@ -64,7 +64,7 @@ pub enum CheckPasswdKind {
 
 /// The Debian backend's source settings (keelson extension).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct DebSource {
     /// Suite or codename, e.g. `bookworm`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -78,6 +78,27 @@ pub struct DebSource {
     /// mmdebstrap variant (`minbase` by default).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
+    /// More apt repositories, e.g. the upstream Kubernetes one for the
+    /// kubelet. Lists from included files are concatenated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub extra_sources: Option<Vec<ExtraSource>>,
+}
+
+/// One extra apt repository (`deb [signed-by=KEY] URI SUITE COMPONENT...`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ExtraSource {
+    pub uri: String,
+    /// Suite, or `/` for a flat repository such as pkgs.k8s.io.
+    pub suite: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<String>,
+    /// The repository's OpenPGP key file, relative to the treefile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signed_by: Option<String>,
+    /// Unsigned repository (local test repositories only).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub trusted: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
@@ -278,6 +299,39 @@ fn validate(file: &str, f: &Fragment) -> Result<()> {
         // lists them is most likely a copy of a Fedora one.
         bail!("{file}: repos: only used by the rpm backend; deb sources go in `deb`");
     }
+    let extra = f.deb.as_ref().and_then(|d| d.extra_sources.as_ref());
+    for (i, src) in extra.into_iter().flatten().enumerate() {
+        let field = format!("deb.extra-sources[{i}]");
+        let scheme_ok = ["http://", "https://", "file:/"]
+            .iter()
+            .any(|p| src.uri.starts_with(p));
+        if !scheme_ok || src.uri.contains(char::is_whitespace) {
+            bail!(
+                "{file}: {field}.uri: {:?} is not an http://, https:// or file:/ URL",
+                src.uri
+            );
+        }
+        if src.suite.is_empty() || src.suite.contains(char::is_whitespace) {
+            bail!(
+                "{file}: {field}.suite: {:?} is not a suite name (or / for a flat repository)",
+                src.suite
+            );
+        }
+        if src.suite.ends_with('/') != src.components.is_empty() {
+            bail!(
+                "{file}: {field}.components: a flat repository (suite ending in /) has none, any other needs some"
+            );
+        }
+        match (&src.signed_by, src.trusted) {
+            (None, false) => bail!(
+                "{file}: {field}.signed-by: the repository's key file is required (or trusted: true for a local unsigned repository)"
+            ),
+            (Some(_), true) => {
+                bail!("{file}: {field}: signed-by and trusted: true exclude each other")
+            }
+            _ => {}
+        }
+    }
     for (i, p) in f.packages.iter().flatten().enumerate() {
         if p.trim().is_empty() {
             bail!("{file}: packages[{i}]: empty package name");
@@ -379,6 +433,22 @@ mod tests {
             (
                 r#"{"repos":["fedora"]}"#,
                 "t.json: repos: only used by the rpm backend",
+            ),
+            (
+                r#"{"deb":{"extra-sources":[{"uri":"pkgs.k8s.io/deb/","suite":"/","signed-by":"k.gpg"}]}}"#,
+                "t.json: deb.extra-sources[0].uri: \"pkgs.k8s.io/deb/\" is not an http://",
+            ),
+            (
+                r#"{"deb":{"extra-sources":[{"uri":"https://x/deb/","suite":"/"}]}}"#,
+                "t.json: deb.extra-sources[0].signed-by: the repository's key file is required",
+            ),
+            (
+                r#"{"deb":{"extra-sources":[{"uri":"https://x/deb/","suite":"stable","signed-by":"k.gpg"}]}}"#,
+                "t.json: deb.extra-sources[0].components: a flat repository",
+            ),
+            (
+                r#"{"deb":{"extra-sources":[{"uri":"https://x/deb/","suite":"/","signed-by":"k","key":"x"}]}}"#,
+                "t.json: deb.extra-sources[0].key: unknown field `key`",
             ),
             (r#"["a"]"#, "t.json: a treefile must be a JSON object"),
             (r#"{"a":"#, "t.json: invalid JSON"),

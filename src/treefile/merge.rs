@@ -50,6 +50,7 @@ pub fn merge(included: Fragment, includer: Fragment) -> Fragment {
             mirror: scalar(b.mirror, a.mirror),
             components: scalar(b.components, a.components),
             variant: scalar(b.variant, a.variant),
+            extra_sources: list(a.extra_sources, b.extra_sources),
         }),
         (a, b) => scalar(b, a),
     };

@@ -173,6 +173,18 @@ fn check_sources_exist(shown: &str, frag: &Fragment, dir: &Path) -> Result<()> {
             );
         }
     }
+    let extra = frag.deb.as_ref().and_then(|d| d.extra_sources.as_ref());
+    for (i, src) in extra.into_iter().flatten().enumerate() {
+        if let Some(key) = &src.signed_by {
+            let p = dir.join(key);
+            if !p.is_file() {
+                bail!(
+                    "{shown}: deb.extra-sources[{i}].signed-by: {} is not a readable file",
+                    p.display()
+                );
+            }
+        }
+    }
     if let Some(s) = &frag.postprocess_script {
         let p = dir.join(s);
         if !p.is_file() {
@@ -201,6 +213,12 @@ fn rebase_paths(frag: &mut Fragment, dir: &Path, rootdir: &Path) {
     }
     if let Some(s) = frag.postprocess_script.as_mut() {
         *s = rebase(s);
+    }
+    let extra = frag.deb.as_mut().and_then(|d| d.extra_sources.as_mut());
+    for src in extra.into_iter().flatten() {
+        if let Some(k) = src.signed_by.as_mut() {
+            *k = rebase(k);
+        }
     }
 }
 

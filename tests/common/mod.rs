@@ -78,3 +78,62 @@ pub fn gpg_key(home: &Path) -> (String, PathBuf) {
     std::fs::write(&pubkey, exported.stdout).unwrap();
     (fpr, pubkey)
 }
+
+/// A flat, unsigned apt repository in `dir` holding one package `kubelet`:
+/// the kubelet TEST DOUBLE (tests/fixtures/kubelet-double.sh) as
+/// /usr/bin/kubelet, plus a kubelet.service of its own as the upstream
+/// package ships one (keelson's unit must replace it). Returns the treefile
+/// text that adds the repository through `deb.extra-sources` on top of
+/// `include`.
+pub fn kubelet_double_repo(dir: &Path, include: &Path) -> String {
+    use sha2::Digest;
+    let staging = dir.join("staging");
+    let bin = staging.join("usr/bin");
+    let units = staging.join("usr/lib/systemd/system");
+    let control = staging.join("DEBIAN");
+    for d in [&bin, &units, &control] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::copy(
+        manifest().join("tests/fixtures/kubelet-double.sh"),
+        bin.join("kubelet"),
+    )
+    .unwrap();
+    std::fs::write(
+        units.join("kubelet.service"),
+        "[Unit]\nDescription=upstream package unit (must be replaced by keelson's)\n\n\
+         [Service]\nExecStart=/usr/bin/kubelet --from-the-package-unit\n",
+    )
+    .unwrap();
+    let fields = "Package: kubelet\nVersion: 0.0.0~keelson.testdouble\nArchitecture: all\n\
+                  Maintainer: keelson tests <test@keelson.invalid>\nDepends: socat\n\
+                  Description: TEST DOUBLE of the kubelet for keelson's VM tests\n";
+    std::fs::write(control.join("control"), fields).unwrap();
+    let repo = dir.join("apt");
+    std::fs::create_dir_all(&repo).unwrap();
+    let deb = repo.join("kubelet_0.0.0~keelson.testdouble_all.deb");
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&staging)
+        .arg(&deb));
+    let bytes = std::fs::read(&deb).unwrap();
+    let sha = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
+    std::fs::write(
+        repo.join("Packages"),
+        format!(
+            "{fields}Filename: ./{}\nSize: {}\nSHA256: {sha}\n",
+            deb.file_name().unwrap().to_string_lossy(),
+            bytes.len()
+        ),
+    )
+    .unwrap();
+    serde_json::json!({
+        "include": include,
+        "deb": {"extra-sources": [{"uri": format!("file:{}", repo.display()), "suite": "./", "trusted": true}]},
+        "packages": ["kubelet"],
+    })
+    .to_string()
+}

@@ -1,0 +1,539 @@
+//! `keelson install`: what anaconda's `ostreesetup` does, for keelson's
+//! Debian-based nodes that have no anaconda. Everything that can be checked
+//! is checked before the disk is touched (the device, its size, the URL, the
+//! ref and its signature); after that, a failure wipes the partition table
+//! again so a half-installed disk never boots or passes for installed.
+//!
+//! Layout, filesystems and GRUB are the image builder's (same definition,
+//! same GRUB images), written to the device's partitions instead of a file.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::image::definition::{Definition, Firmware, Part};
+use crate::image::{self, grub, sysroot};
+use crate::util::cmd::Cmd;
+use crate::util::progress::step;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub device: PathBuf,
+    pub url: String,
+    pub ref_: String,
+    /// Default: the image definition's.
+    pub osname: Option<String>,
+    /// Default: images/default.json, built into the binary.
+    pub definition: Option<PathBuf>,
+    /// Kernel arguments beyond the definition's.
+    pub kargs: Vec<String>,
+    /// Verify the commit against this keyring (and keep verifying updates).
+    pub gpg_keyring: Option<PathBuf>,
+    /// The node's update URL afterwards (default: `url`).
+    pub update_url: Option<String>,
+    pub reboot: bool,
+}
+
+/// `/dev/vda` + 2 → `/dev/vda2`; `/dev/nvme0n1` + 2 → `/dev/nvme0n1p2`.
+pub fn partition_path(device: &Path, n: usize) -> PathBuf {
+    let d = device.display().to_string();
+    if d.ends_with(|c: char| c.is_ascii_digit()) {
+        PathBuf::from(format!("{d}p{n}"))
+    } else {
+        PathBuf::from(format!("{d}{n}"))
+    }
+}
+
+/// The definition laid out on a device of `device_bytes`: the root
+/// partition takes the rest. Errors say how much is needed.
+pub fn fit(def: &Definition, device: &Path, device_bytes: u64) -> Result<Definition> {
+    let mut d = def.clone();
+    d.disk_size_mib = device_bytes / (1024 * 1024);
+    if d.layout().is_err() {
+        let p = &def.partitions;
+        let bios = if def.firmware.contains(&Firmware::Bios) {
+            p.bios_boot_mib
+        } else {
+            0
+        };
+        let need = bios + p.esp_mib + p.boot_mib + p.root_min_mib + 2;
+        bail!(
+            "--device {}: {} MiB is too small: the image definition {:?} needs at least {need} MiB",
+            device.display(),
+            d.disk_size_mib,
+            def.name
+        );
+    }
+    Ok(d)
+}
+
+/// `keelson.install.*` arguments from a kernel command line (the PXE
+/// installer): device, url, ref, osname, karg (repeatable, `,`-separated
+/// not supported: one per argument), update_url, reboot.
+pub fn from_cmdline(cmdline: &str) -> Result<Options> {
+    let mut kv: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for word in cmdline.split_whitespace() {
+        if let Some(rest) = word.strip_prefix("keelson.install.") {
+            let (k, v) = rest.split_once('=').unwrap_or((rest, ""));
+            kv.entry(k).or_default().push(v);
+        }
+    }
+    for k in kv.keys() {
+        if ![
+            "device",
+            "url",
+            "ref",
+            "osname",
+            "karg",
+            "update_url",
+            "reboot",
+            "gpg_keyring",
+            "definition",
+        ]
+        .contains(k)
+        {
+            bail!("kernel command line: keelson.install.{k}: unknown argument");
+        }
+    }
+    let one =
+        |k: &str| -> Option<String> { kv.get(k).and_then(|v| v.last()).map(|s| s.to_string()) };
+    let need = |k: &str| -> Result<String> {
+        one(k)
+            .filter(|v| !v.is_empty())
+            .with_context(|| format!("kernel command line: keelson.install.{k}= is missing"))
+    };
+    Ok(Options {
+        device: PathBuf::from(need("device")?),
+        url: need("url")?,
+        ref_: need("ref")?,
+        osname: one("osname"),
+        definition: one("definition").map(PathBuf::from),
+        kargs: kv
+            .get("karg")
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default(),
+        gpg_keyring: one("gpg_keyring").map(PathBuf::from),
+        update_url: one("update_url"),
+        reboot: one("reboot").is_some_and(|v| v.is_empty() || v == "1" || v == "yes"),
+    })
+}
+
+/// A clearer message for the common ways `ostree pull` fails.
+pub fn explain_pull_error(url: &str, ref_: &str, stderr: &str) -> String {
+    let s = stderr.to_ascii_lowercase();
+    if s.contains("404") && (s.contains("refs/heads") || s.contains(ref_)) {
+        format!("--ref {ref_}: no such ref at {url}")
+    } else if s.contains("404") && s.contains("config") {
+        format!("--url {url}: not an ostree repository (no /config)")
+    } else if s.contains("couldn't connect")
+        || s.contains("could not connect")
+        || s.contains("connection refused")
+        || s.contains("resolve host")
+        || s.contains("timeout")
+        || s.contains("timed out")
+    {
+        format!("--url {url}: unreachable")
+    } else if s.contains("gpg") || s.contains("signature") {
+        format!("--ref {ref_} at {url}: signature verification failed")
+    } else {
+        format!("--url {url} --ref {ref_}: cannot fetch the commit")
+    }
+}
+
+/// Where everything stands after the checks: nothing written yet.
+struct Plan {
+    def: Definition,
+    layout: Vec<Part>,
+    commit: String,
+    osname: String,
+    remote: String,
+    update_url: String,
+}
+
+fn device_bytes(device: &Path) -> Result<u64> {
+    let out = Cmd::new("blockdev")
+        .arg("--getsize64")
+        .arg(device)
+        .run()
+        .with_context(|| format!("--device {}: cannot read its size", device.display()))?;
+    out.trim()
+        .parse()
+        .with_context(|| format!("blockdev --getsize64: unexpected {out:?}"))
+}
+
+/// The device and anything on it must not be in use.
+fn check_unused(device: &Path) -> Result<()> {
+    let dev = device.display().to_string();
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    for line in mounts.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(src), Some(at)) = (f.next(), f.next()) else {
+            continue;
+        };
+        if src == dev
+            || (src.starts_with(&dev)
+                && src[dev.len()..]
+                    .trim_start_matches('p')
+                    .parse::<u32>()
+                    .is_ok())
+        {
+            bail!("--device {dev}: {src} is mounted at {at}; refusing to overwrite a disk in use");
+        }
+    }
+    let swaps = fs::read_to_string("/proc/swaps").unwrap_or_default();
+    if let Some(l) = swaps.lines().skip(1).find(|l| l.starts_with(&dev)) {
+        bail!(
+            "--device {dev}: {} is in use as swap",
+            l.split_whitespace().next().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+/// Fetch only the commit object (and its signature) into a scratch repo:
+/// proves the URL, the ref and the signature before the disk is wiped.
+fn check_remote(opts: &Options, remote: &str, scratch: &Path) -> Result<String> {
+    let repo = format!("--repo={}", scratch.display());
+    Cmd::new("ostree")
+        .args([&repo, "init", "--mode=bare-user"])
+        .run()?;
+    let mut add = Cmd::new("ostree").args([&repo, "remote", "add"]);
+    add = match &opts.gpg_keyring {
+        Some(k) => add
+            .arg("--set=gpg-verify=true")
+            .arg(format!("--gpg-import={}", k.display())),
+        None => add.arg("--no-gpg-verify"),
+    };
+    add.args([remote, &opts.url]).run()?;
+    let pulled = Cmd::new("ostree")
+        .args([&repo, "pull", "--commit-metadata-only", remote, &opts.ref_])
+        .output()?;
+    if !pulled.status.success() {
+        let stderr = String::from_utf8_lossy(&pulled.stderr);
+        bail!(
+            "{}\n  ostree pull --commit-metadata-only {remote} {}: {}",
+            explain_pull_error(&opts.url, &opts.ref_, &stderr),
+            opts.ref_,
+            crate::util::cmd::tail(&stderr, 3)
+        );
+    }
+    let commit = Cmd::new("ostree")
+        .args([&repo, "rev-parse", &format!("{remote}:{}", opts.ref_)])
+        .run()?;
+    Ok(commit.trim().to_string())
+}
+
+/// The image definition: the given file, or the built-in default.
+pub fn definition(path: Option<&Path>) -> Result<Definition> {
+    match path {
+        Some(p) => Definition::load(p),
+        None => Definition::parse(
+            "images/default.json (built in)",
+            include_str!("../../images/default.json"),
+        ),
+    }
+}
+
+fn preflight(opts: &Options, scratch: &Path) -> Result<Plan> {
+    let def = definition(opts.definition.as_deref())?;
+    if let Some(k) = &opts.gpg_keyring
+        && !k.is_file()
+    {
+        bail!("--gpg-keyring {}: no such file", k.display());
+    }
+    let meta = fs::metadata(&opts.device)
+        .with_context(|| format!("--device {}: no such device", opts.device.display()))?;
+    if !meta.file_type().is_block_device() {
+        bail!("--device {}: not a block device", opts.device.display());
+    }
+    check_unused(&opts.device)?;
+    let def = fit(&def, &opts.device, device_bytes(&opts.device)?)?;
+    let layout = def.layout()?;
+    let remote = def.remote.name.clone();
+    let commit = step("checking the URL, ref and signature", || {
+        check_remote(opts, &remote, scratch)
+    })?;
+    Ok(Plan {
+        osname: opts.osname.clone().unwrap_or_else(|| def.osname.clone()),
+        update_url: opts.update_url.clone().unwrap_or_else(|| opts.url.clone()),
+        remote,
+        commit,
+        layout,
+        def,
+    })
+}
+
+fn mount(what: &Path, at: &Path) -> Result<()> {
+    fs::create_dir_all(at)?;
+    Cmd::new("mount").arg(what).arg(at).run()?;
+    Ok(())
+}
+
+/// Install; returns the installed commit.
+pub fn run(opts: &Options) -> Result<String> {
+    let work = tempfile::Builder::new()
+        .prefix("keelson-install-")
+        .tempdir()?;
+    let plan = preflight(opts, &work.path().join("check-repo"))?;
+    let result = write(opts, &plan, work.path());
+    // Unmount whatever is still mounted, innermost first.
+    for m in ["root/boot", "root"] {
+        let p = work.path().join(m);
+        let _ = Cmd::new("umount").arg(&p).run();
+    }
+    if let Err(e) = result {
+        // Never leave a disk that looks installed.
+        let _ = Cmd::new("wipefs")
+            .args(["--all", "--quiet"])
+            .arg(&opts.device)
+            .run();
+        return Err(e.context(format!(
+            "installing onto {} failed; its partition table was wiped",
+            opts.device.display()
+        )));
+    }
+    Ok(plan.commit)
+}
+
+fn write(opts: &Options, plan: &Plan, w: &Path) -> Result<()> {
+    let dev = &opts.device;
+    let node = |name: &str| {
+        let i = plan
+            .layout
+            .iter()
+            .position(|p| p.name == name)
+            .expect("partition")
+            + 1;
+        partition_path(dev, i)
+    };
+    step("partitioning", || {
+        Cmd::new("wipefs")
+            .args(["--all", "--quiet"])
+            .arg(dev)
+            .run()?;
+        Cmd::new("sfdisk")
+            .args(["--quiet", "--wipe=always", "--wipe-partitions=always"])
+            .arg(dev)
+            .stdin(plan.def.sfdisk_script()?.into_bytes())
+            .run()
+            .context("writing the GPT")?;
+        // The kernel must see the new partitions before mkfs.
+        let _ = Cmd::new("partx").arg("-u").arg(dev).run();
+        let _ = Cmd::new("udevadm").arg("settle").run();
+        for name in ["esp", "boot", "root"] {
+            let p = node(name);
+            for _ in 0..50 {
+                if p.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            if !p.exists() {
+                bail!("{}: partition did not appear after sfdisk", p.display());
+            }
+        }
+        Ok(())
+    })?;
+    let (boot_uuid, root_uuid) = (image::random_uuid(), image::random_uuid());
+    step("making filesystems", || {
+        for (name, uuid) in [("root", &root_uuid), ("boot", &boot_uuid)] {
+            Cmd::new("mkfs.ext4")
+                .args(["-q", "-F", "-L", name, "-U", uuid])
+                .arg(node(name))
+                .run()
+                .with_context(|| format!("building the {name} filesystem"))?;
+        }
+        Ok(())
+    })?;
+    let root = w.join("root");
+    mount(&node("root"), &root)?;
+    mount(&node("boot"), &root.join("boot"))?;
+
+    let bin = w.join("bin");
+    fs::create_dir_all(&bin)?;
+    let mkconfig = bin.join("grub-mkconfig");
+    std::os::unix::fs::symlink(std::env::current_exe()?, &mkconfig)?;
+    let mut kargs = vec![format!("root=UUID={root_uuid}"), "rw".to_string()];
+    kargs.extend(plan.def.kernel_args.iter().cloned());
+    kargs.extend(opts.kargs.iter().cloned());
+    let staged = step("pulling and deploying", || {
+        sysroot::stage(
+            &root,
+            sysroot::Source::Remote,
+            &opts.ref_,
+            &plan.commit,
+            &plan.osname,
+            &plan.remote,
+            &opts.url,
+            &kargs,
+            &mkconfig,
+            opts.gpg_keyring.as_deref(),
+        )
+    })?;
+    let mut ctx = tera::Context::new();
+    ctx.insert("boot_uuid", &boot_uuid);
+    let fstab = tera::Tera::one_off(image::FSTAB_TEMPLATE, &ctx, false)?;
+    fs::write(staged.deployment.join("etc/fstab"), fstab)?;
+    Cmd::new("grub-editenv")
+        .arg(root.join("boot/grubenv"))
+        .arg("create")
+        .run()?;
+    if plan.update_url != opts.url {
+        Cmd::new("ostree")
+            .arg(format!("--repo={}", root.join("ostree/repo").display()))
+            .args([
+                "remote",
+                "add",
+                "--force",
+                &plan.remote,
+                &plan.update_url,
+                &opts.ref_,
+            ])
+            .run()
+            .context("pointing the node at its update URL")?;
+    }
+
+    step("installing GRUB", || {
+        let early = w.join("early.cfg");
+        fs::write(&early, grub::early_config(&boot_uuid)?)?;
+        let esp = image::part(&plan.layout, "esp");
+        let efi = if plan.def.firmware.contains(&Firmware::Uefi) {
+            let p = w.join("BOOTX64.EFI");
+            grub::efi_image(&staged.deployment, &early, &p)?;
+            Some(p)
+        } else {
+            None
+        };
+        image::mkfs_esp(
+            dev,
+            esp,
+            &format!("{:08X}", image::rand_u32()),
+            efi.as_deref(),
+        )?;
+        if plan.def.firmware.contains(&Firmware::Bios) {
+            let bios = image::part(&plan.layout, "bios");
+            let (mbr, core) = grub::bios_images(&staged.deployment, &early, w, bios.start / 512)?;
+            if core.len() as u64 > bios.size {
+                bail!(
+                    "GRUB core.img ({} bytes) does not fit the BIOS boot partition",
+                    core.len()
+                );
+            }
+            image::write_at(dev, bios.start, &core)?;
+            image::write_at(dev, 0, &mbr[..440])?;
+        }
+        Ok(())
+    })?;
+    sysroot::release(&root);
+    Cmd::new("sync").run()?;
+    Ok(())
+}
+
+/// Reboot now (the installer has synced the disk).
+pub fn reboot() -> Result<()> {
+    // SAFETY: plain syscalls without pointers.
+    unsafe {
+        libc::sync();
+        if libc::reboot(libc::RB_AUTOBOOT) != 0 {
+            return Err(std::io::Error::last_os_error()).context("reboot(2)");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def() -> Definition {
+        definition(None).unwrap()
+    }
+
+    #[test]
+    fn partition_names() {
+        assert_eq!(
+            partition_path(Path::new("/dev/vda"), 2),
+            PathBuf::from("/dev/vda2")
+        );
+        assert_eq!(
+            partition_path(Path::new("/dev/nvme0n1"), 4),
+            PathBuf::from("/dev/nvme0n1p4")
+        );
+        assert_eq!(
+            partition_path(Path::new("/dev/loop7"), 1),
+            PathBuf::from("/dev/loop7p1")
+        );
+    }
+
+    #[test]
+    fn root_takes_the_rest_of_the_device() {
+        let d = fit(&def(), Path::new("/dev/vda"), 20 * 1024 * 1024 * 1024).unwrap();
+        let root = d
+            .layout()
+            .unwrap()
+            .into_iter()
+            .find(|p| p.name == "root")
+            .unwrap();
+        assert_eq!(root.size / (1024 * 1024), 20 * 1024 - 1 - 1 - 127 - 384 - 1);
+        let e = fit(&def(), Path::new("/dev/vda"), 1024 * 1024 * 1024).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--device /dev/vda: 1024 MiB is too small: the image definition \"default\" needs at least 2562 MiB"
+        );
+    }
+
+    #[test]
+    fn cmdline() {
+        let o = from_cmdline(
+            "BOOT_IMAGE=x ip=dhcp keelson.install.device=/dev/vda keelson.install.url=http://10.0.2.2:8000/repo \
+             keelson.install.ref=keelson/12/x86_64/k8s-node keelson.install.karg=quiet keelson.install.karg=a=b keelson.install.reboot",
+        )
+        .unwrap();
+        assert_eq!(o.device, PathBuf::from("/dev/vda"));
+        assert_eq!(o.url, "http://10.0.2.2:8000/repo");
+        assert_eq!(o.kargs, vec!["quiet", "a=b"]);
+        assert!(o.reboot);
+        let e = from_cmdline("keelson.install.device=/dev/vda keelson.install.url=http://x")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "kernel command line: keelson.install.ref= is missing"
+        );
+        let e = from_cmdline("keelson.install.devcie=/dev/vda").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("keelson.install.devcie: unknown argument")
+        );
+    }
+
+    #[test]
+    fn pull_errors_explained() {
+        let url = "http://10.0.2.2:8000/repo";
+        let r = "keelson/12/x86_64/nope";
+        let t = [
+            (
+                "error: Server returned HTTP 404 for refs/heads/keelson/12/x86_64/nope",
+                "--ref keelson/12/x86_64/nope: no such ref at",
+            ),
+            (
+                "error: While fetching http://10.0.2.2:1/repo/config: [7] Couldn't connect to server",
+                "unreachable",
+            ),
+            (
+                "error: Server returned HTTP 404 for config",
+                "not an ostree repository",
+            ),
+            (
+                "error: GPG verification enabled, but no signatures found",
+                "signature verification failed",
+            ),
+        ];
+        for (stderr, want) in t {
+            let got = explain_pull_error(url, r, stderr);
+            assert!(got.contains(want), "{stderr} → {got}");
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Provisioning: kickstart files for RHEL-family installers, `keelson
+//! install` for keelson's own nodes, and the PXE artifacts that run it.
+pub mod install;
+pub mod kickstart;
