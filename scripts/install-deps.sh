@@ -14,8 +14,8 @@ packages=(
   mmdebstrap bubblewrap ostree dpkg ca-certificates debian-archive-keyring
   # images: GPT, filesystems, GRUB images, qcow2
   fdisk e2fsprogs dosfstools mtools grub-common qemu-utils/bookworm
-  # booting images: QEMU and UEFI firmware
-  qemu-system-x86 ovmf
+  # booting images: QEMU, UEFI firmware, the NIC boot ROMs (network installs)
+  qemu-system-x86 ovmf ipxe-qemu
   # tests and benchmarks: setfattr, bc, gpg (signed updates), python3 (HTTP
   # server for the A/B VM test; a venv for pykickstart's ksvalidator)
   attr bc gnupg python3 python3-venv

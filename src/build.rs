@@ -17,6 +17,17 @@ pub struct Options {
     pub remote_url: Option<String>,
     pub threads: usize,
     pub source_date_epoch: Option<i64>,
+    /// Also write network-install artifacts into `pxe/` (`keelson pxe`).
+    pub pxe: Option<PxeRequest>,
+}
+
+/// `keelson build --pxe`: where the installer pulls from and installs to.
+pub struct PxeRequest {
+    /// The repository URL the installer pulls from (default: the
+    /// definition's remote URL).
+    pub url: Option<String>,
+    pub pxe_url: Option<String>,
+    pub device: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -29,6 +40,8 @@ pub struct Meta {
     /// The archive repo (relative to the output directory).
     pub repo: String,
     pub artifacts: Vec<image::Artifact>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pxe: Option<crate::provision::pxe::Artifacts>,
 }
 
 pub fn run(o: &Options) -> Result<Meta> {
@@ -71,6 +84,31 @@ pub fn run(o: &Options) -> Result<Meta> {
         art.sha256 = Some(image::sha256_file(&output)?);
         artifacts.push(art);
     }
+    let pxe = match &o.pxe {
+        None => None,
+        Some(p) => {
+            let dir = o.output.join("pxe");
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("{}: cannot replace", dir.display()))?;
+            }
+            let mut art = crate::provision::pxe::run(&crate::provision::pxe::Options {
+                repo: repo.clone(),
+                ref_: composed.ref_.clone(),
+                output: dir,
+                url: p.url.clone().unwrap_or_else(|| def.remote.url.clone()),
+                device: p.device.clone(),
+                pxe_url: p.pxe_url.clone(),
+                definition: Some(o.definition.clone()),
+                kargs: vec![],
+                installer_kargs: vec!["console=tty0".into(), "console=ttyS0,115200n8".into()],
+                gpg_keyring: None,
+                update_url: None,
+            })?;
+            art.directory = "pxe".into();
+            Some(art)
+        }
+    };
     let meta = Meta {
         ref_: composed.ref_,
         commit,
@@ -78,6 +116,7 @@ pub fn run(o: &Options) -> Result<Meta> {
         inputhash: composed.inputhash,
         repo: "repo".into(),
         artifacts,
+        pxe,
     };
     let text = serde_json::to_string_pretty(&meta)? + "\n";
     write_atomic(&o.output.join("meta.json"), text.as_bytes())?;

@@ -53,6 +53,9 @@ enum Command {
     /// anaconda's ostreesetup does): partition, pull, deploy, GRUB. Checks
     /// the device, URL, ref and signature before touching the disk.
     Install(InstallArgs),
+    /// Network-install artifacts for a commit: kernel, installer initramfs,
+    /// PXELINUX/iPXE/GRUB configs, a kickstart and SHA256SUMS.
+    Pxe(PxeArgs),
     /// Render a kickstart file (anaconda `ostreesetup`) that installs a ref
     /// from a URL, with the image definition's disk layout.
     Kickstart(KickstartArgs),
@@ -97,6 +100,50 @@ struct InstallArgs {
     /// reboot.
     #[arg(long, conflicts_with_all = ["device", "url", "ref_"])]
     from_cmdline: bool,
+}
+
+#[derive(clap::Args)]
+struct PxeArgs {
+    /// The ostree repo holding the commit (the installer's kernel and
+    /// initramfs come from its tree).
+    #[arg(long)]
+    repo: PathBuf,
+    /// The ref to install.
+    #[arg(long = "ref")]
+    ref_: String,
+    /// Output directory (created; must not exist or be empty).
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+    /// The repository URL the installer pulls from (default: the image
+    /// definition's remote URL).
+    #[arg(long)]
+    url: Option<String>,
+    /// The disk the installer erases and installs onto.
+    #[arg(long, default_value = "/dev/vda")]
+    device: String,
+    /// http(s) URL the artifacts will be served from (absolute paths in the
+    /// boot configs); default: paths relative to the TFTP root.
+    #[arg(long)]
+    pxe_url: Option<String>,
+    /// Image definition (default: the built-in images/default.json).
+    #[arg(long)]
+    definition: Option<PathBuf>,
+    /// Kernel argument for the installed node (repeatable).
+    #[arg(long = "karg", value_name = "ARG")]
+    kargs: Vec<String>,
+    /// Kernel argument for the installer itself (repeatable; default:
+    /// console=tty0 console=ttyS0,115200n8).
+    #[arg(long = "installer-karg", value_name = "ARG")]
+    installer_kargs: Vec<String>,
+    /// Keyring the installer verifies the commit with (and the node keeps).
+    #[arg(long)]
+    gpg_keyring: Option<PathBuf>,
+    /// The node's update URL after the install (default: --url).
+    #[arg(long)]
+    update_url: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(clap::Args)]
@@ -179,6 +226,19 @@ struct BuildArgs {
     /// Print meta.json on standard output as well.
     #[arg(long)]
     json: bool,
+    /// Also write the network-install artifacts (`keelson pxe`) into pxe/.
+    #[arg(long)]
+    pxe: bool,
+    /// With --pxe: the repository URL the installer pulls from (default:
+    /// the definition's remote URL).
+    #[arg(long, requires = "pxe")]
+    pxe_repo_url: Option<String>,
+    /// With --pxe: where the artifacts will be served over http(s).
+    #[arg(long, requires = "pxe")]
+    pxe_url: Option<String>,
+    /// With --pxe: the disk the installer erases and installs onto.
+    #[arg(long, default_value = "/dev/vda", requires = "pxe")]
+    pxe_device: String,
 }
 
 #[derive(clap::Args)]
@@ -209,6 +269,13 @@ struct VmArgs {
     /// With --serial-log: give up after this many seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Boot from the network first, QEMU's TFTP server serving DIR (e.g. the
+    /// output of `keelson pxe`).
+    #[arg(long, value_name = "DIR")]
+    netboot: Option<PathBuf>,
+    /// With --netboot: the boot file QEMU's DHCP names.
+    #[arg(long, default_value = "boot.ipxe", requires = "netboot")]
+    bootfile: String,
 }
 
 #[derive(clap::Args)]
@@ -423,6 +490,40 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Pxe(a) => {
+            let def = keelson::provision::install::definition(a.definition.as_deref())?;
+            let installer_kargs = if a.installer_kargs.is_empty() {
+                vec!["console=tty0".into(), "console=ttyS0,115200n8".into()]
+            } else {
+                a.installer_kargs
+            };
+            let art = keelson::provision::pxe::run(&keelson::provision::pxe::Options {
+                repo: a.repo,
+                ref_: a.ref_,
+                output: a.output,
+                url: a.url.unwrap_or(def.remote.url),
+                device: a.device,
+                pxe_url: a.pxe_url,
+                definition: a.definition,
+                kargs: a.kargs,
+                installer_kargs,
+                gpg_keyring: a.gpg_keyring,
+                update_url: a.update_url,
+            })?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&art)?);
+            } else {
+                println!(
+                    "PXE artifacts in {} (kernel {}):",
+                    art.directory, art.kernel_version
+                );
+                for (f, h) in &art.files {
+                    println!("  {f}  {h}");
+                }
+                println!("installer command line: {}", art.cmdline);
+            }
+            Ok(())
+        }
         Command::Kickstart(a) => {
             let def = keelson::image::definition::Definition::load(&a.definition)?;
             let mut vars = std::collections::BTreeMap::new();
@@ -457,6 +558,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 remote_url: a.remote_url,
                 threads: threads(None),
                 source_date_epoch: source_date_epoch()?,
+                pxe: a.pxe.then_some(keelson::build::PxeRequest {
+                    url: a.pxe_repo_url,
+                    pxe_url: a.pxe_url,
+                    device: a.pxe_device,
+                }),
             })?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&meta)?);
@@ -475,6 +581,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 expect: a.expect.clone(),
                 timeout: std::time::Duration::from_secs(a.timeout),
                 extra_disks: vec![],
+                netboot: a.netboot.map(|d| (d, a.bootfile)),
             })?;
             if let Some(e) = a.expect {
                 println!("{e:?} seen after {:.0}s", out.seconds);

@@ -38,6 +38,10 @@ pub struct Options {
     pub timeout: Duration,
     /// Extra disks (virtio), e.g. an update repo image.
     pub extra_disks: Vec<PathBuf>,
+    /// Boot from the network first: QEMU's TFTP server serves this
+    /// directory and its DHCP names `bootfile` (e.g. boot.ipxe for the
+    /// iPXE ROM QEMU's NICs carry).
+    pub netboot: Option<(PathBuf, String)>,
 }
 
 #[derive(Debug)]
@@ -72,13 +76,19 @@ fn command(o: &Options, vars: Option<&Path>) -> Command {
     } else {
         c.args(["-accel", "tcg", "-cpu", "max"]);
     }
-    c.args([
-        "-display",
-        "none",
-        "-no-reboot",
-        "-nic",
-        "user,model=virtio-net-pci",
-    ]);
+    c.args(["-display", "none", "-no-reboot", "-nic"]);
+    match &o.netboot {
+        Some((dir, bootfile)) => {
+            c.arg(format!(
+                "user,model=virtio-net-pci,tftp={},bootfile={bootfile}",
+                dir.display()
+            ));
+            c.args(["-boot", "order=n"]);
+        }
+        None => {
+            c.arg("user,model=virtio-net-pci");
+        }
+    }
     c.arg("-drive").arg(format!(
         "file={},if=virtio,format={}",
         o.image.display(),

@@ -13,6 +13,10 @@
 //! the capacity the guest reported. The boot fails fast on an emergency
 //! shell, a kernel panic or dracut refusing to continue.
 //!
+//! Then the network install: `keelson pxe` artifacts for the same commit
+//! are served over HTTP, an empty disk boots from the network and installs
+//! itself, and the installed node boots and passes the same checks.
+//!
 //! Needs root, the host's Debian mirror, qemu-system-x86 and ovmf (`.ci/run`
 //! installs them). TCG: ~1 min per boot on 2 CPUs.
 
@@ -20,7 +24,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{cache, manifest};
+use common::{HttpServer, cache, free_port, manifest, run};
 
 fn keelson(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_keelson"))
@@ -149,6 +153,97 @@ fn default_image_boots_uefi_and_bios() {
         );
         kubelet_config_matches_capacity(&text, firmware, memory_mib);
     }
+
+    network_install(&repo, &reference, d.path());
+}
+
+/// `keelson pxe` artifacts for the commit, served over HTTP next to the
+/// repo; an empty disk boots from the network (iPXE from QEMU's TFTP
+/// server, kernel and installer initramfs over HTTP), `keelson install`
+/// writes the disk and reboots; the installed node then boots from its disk,
+/// passes the in-guest checks and follows the ref from the URL.
+fn network_install(repo: &Path, reference: &str, d: &Path) {
+    let port = free_port();
+    let www = d.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::os::unix::fs::symlink(repo, www.join("repo")).unwrap();
+    let pxe = www.join("pxe");
+    let url = format!("http://10.0.2.2:{port}/repo");
+    ok(&[
+        "pxe",
+        "--repo",
+        repo.to_str().unwrap(),
+        "--ref",
+        reference,
+        "--output",
+        pxe.to_str().unwrap(),
+        "--url",
+        &url,
+        "--pxe-url",
+        &format!("http://10.0.2.2:{port}/pxe"),
+        "--device",
+        "/dev/vda",
+    ]);
+    run(Command::new("sha256sum")
+        .args(["--check", "--quiet", "SHA256SUMS"])
+        .current_dir(&pxe));
+    let _server = HttpServer::start(&www, port);
+    let disk = d.join("netinstalled.qcow2");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg("4G"));
+
+    // The installer reboots when done: QEMU (-no-reboot) exits.
+    let log = d.join("serial-netinstall.log");
+    ok(&[
+        "vm",
+        disk.to_str().unwrap(),
+        "--firmware",
+        "bios",
+        "--netboot",
+        pxe.to_str().unwrap(),
+        "--serial-log",
+        log.to_str().unwrap(),
+        "--timeout",
+        "1200",
+    ]);
+    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).replace('\r', "");
+    let tail: Vec<&str> = text
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert!(
+        text.contains("keelson-installer: DONE")
+            && text.contains(&format!("Installed {reference} (")),
+        "the network install did not finish:\n{}",
+        tail.join("\n")
+    );
+
+    // The installed node, from its own disk.
+    let log = d.join("serial-installed.log");
+    let text = boot(&disk, "bios", 2048, &log).replace('\r', "");
+    let checks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("KEELSON-CHECK"))
+        .collect();
+    assert!(
+        text.contains("KEELSON-VMTEST-RESULT: PASS"),
+        "installed node: in-guest checks failed:\n{}",
+        checks.join("\n")
+    );
+    assert!(
+        text.contains(&format!("Updates: keelson:{reference} from {url}")),
+        "installed node does not follow the ref from the URL:\n{}",
+        text.lines()
+            .filter(|l| l.contains("Updates:") || l.contains("Origin:"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 /// The drop-in keelson-kubelet-config.service rendered at boot is what the

@@ -23,10 +23,10 @@
 //! Needs root, the Debian mirror, QEMU, OVMF, gpg and python3 (HTTP server).
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 
 mod common;
-use common::{cache, manifest, run};
+use common::{HttpServer, cache, free_port, manifest, run};
 
 fn keelson() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keelson"));
@@ -57,23 +57,6 @@ fn derive(
         .arg(format!("--subject={reference} {version}")))
     .trim()
     .to_string()
-}
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The JSON printed after `AB-STATUS-JSON` in the boot whose marker is `boot`.
@@ -166,22 +149,7 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
         www.join("step.sh"),
     )
     .unwrap();
-    let _server = Server(
-        Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(&www)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 -m http.server"),
-    );
+    let _server = HttpServer::start(&www, port);
 
     let mut logs: Vec<String> = Vec::new();
     for boot in 1..=12 {

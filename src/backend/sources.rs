@@ -269,7 +269,7 @@ mod tests {
             ..Default::default()
         };
         let local = crate::treefile::fragment::ExtraSource {
-            uri: "file:/srv/apt".into(),
+            uri: "copy:/srv/apt".into(),
             suite: "local".into(),
             components: vec!["main".into()],
             trusted: true,
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(
             render(&extra(&[k8s, local], Path::new("/tf"))),
             "deb [signed-by=/tf/keys/k8s.gpg] https://pkgs.k8s.io/core:/stable:/v1.31/deb/ /\n\
-             deb [trusted=yes] file:/srv/apt local main\n"
+             deb [trusted=yes] copy:/srv/apt local main\n"
         );
     }
 

@@ -39,7 +39,7 @@ pub struct Artifact {
 }
 
 /// The commit `ref_` points at, or a clear error (before any work starts).
-fn resolve(repo: &Path, ref_: &str) -> Result<String> {
+pub(crate) fn resolve(repo: &Path, ref_: &str) -> Result<String> {
     let Some(r) = crate::commit::open_existing(repo)? else {
         bail!(
             "--repo {}: not an ostree repo (no config file)",
@@ -87,7 +87,7 @@ fn mkfs_ext4(disk: &Path, p: &Part, label: &str, uuid: &str, dir: &Path) -> Resu
 }
 
 /// The FAT ESP, also written in place (mtools address it as `disk@@offset`).
-pub(crate) fn mkfs_esp(disk: &Path, p: &Part, volid: &str, efi: Option<&Path>) -> Result<()> {
+fn mkfs_esp(disk: &Path, p: &Part, volid: &str, efi: Option<&Path>) -> Result<()> {
     Cmd::new("mkfs.fat")
         // FAT32 (what UEFI expects on disks) with 512-byte clusters, so a
         // 127 MiB ESP has enough clusters to be valid FAT32.

@@ -124,10 +124,14 @@ pub fn from_cmdline(cmdline: &str) -> Result<Options> {
 /// A clearer message for the common ways `ostree pull` fails.
 pub fn explain_pull_error(url: &str, ref_: &str, stderr: &str) -> String {
     let s = stderr.to_ascii_lowercase();
-    if s.contains("404") && (s.contains("refs/heads") || s.contains(ref_)) {
-        format!("--ref {ref_}: no such ref at {url}")
-    } else if s.contains("404") && s.contains("config") {
+    if s.contains("404") && s.contains("/config") {
         format!("--url {url}: not an ostree repository (no /config)")
+    } else if s.contains("404") {
+        // ostree says only "HTTP 404": the ref is missing, or the URL is
+        // not the repository's.
+        format!(
+            "--ref {ref_}: not found at {url} (HTTP 404: no such ref, or no ostree repository at that URL)"
+        )
     } else if s.contains("couldn't connect")
         || s.contains("could not connect")
         || s.contains("connection refused")
@@ -198,7 +202,7 @@ fn check_unused(device: &Path) -> Result<()> {
 fn check_remote(opts: &Options, remote: &str, scratch: &Path) -> Result<String> {
     let repo = format!("--repo={}", scratch.display());
     Cmd::new("ostree")
-        .args([&repo, "init", "--mode=bare-user"])
+        .args([&repo, "init", "--mode=archive"])
         .run()?;
     let mut add = Cmd::new("ostree").args([&repo, "remote", "add"]);
     add = match &opts.gpg_keyring {
@@ -210,14 +214,14 @@ fn check_remote(opts: &Options, remote: &str, scratch: &Path) -> Result<String> 
     add.args([remote, &opts.url]).run()?;
     let pulled = Cmd::new("ostree")
         .args([&repo, "pull", "--commit-metadata-only", remote, &opts.ref_])
-        .output()?;
-    if !pulled.status.success() {
-        let stderr = String::from_utf8_lossy(&pulled.stderr);
+        .run();
+    if let Err(e) = pulled {
+        // The error carries the command line and ostree's last stderr lines.
+        let detail = format!("{e:#}");
         bail!(
-            "{}\n  ostree pull --commit-metadata-only {remote} {}: {}",
-            explain_pull_error(&opts.url, &opts.ref_, &stderr),
-            opts.ref_,
-            crate::util::cmd::tail(&stderr, 3)
+            "{}\n  {}",
+            explain_pull_error(&opts.url, &opts.ref_, &detail),
+            detail.trim()
         );
     }
     let commit = Cmd::new("ostree")
@@ -399,7 +403,6 @@ fn write(opts: &Options, plan: &Plan, w: &Path) -> Result<()> {
     step("installing GRUB", || {
         let early = w.join("early.cfg");
         fs::write(&early, grub::early_config(&boot_uuid)?)?;
-        let esp = image::part(&plan.layout, "esp");
         let efi = if plan.def.firmware.contains(&Firmware::Uefi) {
             let p = w.join("BOOTX64.EFI");
             grub::efi_image(&staged.deployment, &early, &p)?;
@@ -407,12 +410,22 @@ fn write(opts: &Options, plan: &Plan, w: &Path) -> Result<()> {
         } else {
             None
         };
-        image::mkfs_esp(
-            dev,
-            esp,
-            &format!("{:08X}", image::rand_u32()),
-            efi.as_deref(),
-        )?;
+        // The installer has no mtools: format the partition and mount it.
+        Cmd::new("mkfs.fat")
+            .args(["-F", "32", "-s", "1", "-n", "ESP", "-i"])
+            .arg(format!("{:08X}", image::rand_u32()))
+            .arg(node("esp"))
+            .run()
+            .context("building the ESP")?;
+        if let Some(efi) = &efi {
+            let mnt = w.join("esp");
+            mount(&node("esp"), &mnt)?;
+            let copied = fs::create_dir_all(mnt.join("EFI/BOOT"))
+                .and_then(|_| fs::copy(efi, mnt.join("EFI/BOOT/BOOTX64.EFI")).map(|_| ()))
+                .context("copying GRUB onto the ESP");
+            Cmd::new("umount").arg(&mnt).run()?;
+            copied?;
+        }
         if plan.def.firmware.contains(&Firmware::Bios) {
             let bios = image::part(&plan.layout, "bios");
             let (mbr, core) = grub::bios_images(&staged.deployment, &early, w, bios.start / 512)?;
@@ -515,15 +528,15 @@ mod tests {
         let r = "keelson/12/x86_64/nope";
         let t = [
             (
-                "error: Server returned HTTP 404 for refs/heads/keelson/12/x86_64/nope",
-                "--ref keelson/12/x86_64/nope: no such ref at",
+                "error: Server returned HTTP 404",
+                "--ref keelson/12/x86_64/nope: not found at http://10.0.2.2:8000/repo",
             ),
             (
                 "error: While fetching http://10.0.2.2:1/repo/config: [7] Couldn't connect to server",
                 "unreachable",
             ),
             (
-                "error: Server returned HTTP 404 for config",
+                "error: While fetching http://10.0.2.2:8000/repo/config: Server returned HTTP 404",
                 "not an ostree repository",
             ),
             (

@@ -2,3 +2,4 @@
 //! install` for keelson's own nodes, and the PXE artifacts that run it.
 pub mod install;
 pub mod kickstart;
+pub mod pxe;

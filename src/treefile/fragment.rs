@@ -302,12 +302,20 @@ fn validate(file: &str, f: &Fragment) -> Result<()> {
     let extra = f.deb.as_ref().and_then(|d| d.extra_sources.as_ref());
     for (i, src) in extra.into_iter().flatten().enumerate() {
         let field = format!("deb.extra-sources[{i}]");
-        let scheme_ok = ["http://", "https://", "file:/"]
+        if src.uri.starts_with("file:") {
+            // apt hands dpkg the .deb in place, and dpkg runs inside the
+            // tree where the host path does not exist.
+            bail!(
+                "{file}: {field}.uri: {:?}: use copy:/… for a local repository (apt copies the packages into the tree's cache)",
+                src.uri
+            );
+        }
+        let scheme_ok = ["http://", "https://", "copy:/"]
             .iter()
             .any(|p| src.uri.starts_with(p));
         if !scheme_ok || src.uri.contains(char::is_whitespace) {
             bail!(
-                "{file}: {field}.uri: {:?} is not an http://, https:// or file:/ URL",
+                "{file}: {field}.uri: {:?} is not an http://, https:// or copy:/ URL",
                 src.uri
             );
         }
@@ -437,6 +445,10 @@ mod tests {
             (
                 r#"{"deb":{"extra-sources":[{"uri":"pkgs.k8s.io/deb/","suite":"/","signed-by":"k.gpg"}]}}"#,
                 "t.json: deb.extra-sources[0].uri: \"pkgs.k8s.io/deb/\" is not an http://",
+            ),
+            (
+                r#"{"deb":{"extra-sources":[{"uri":"file:/srv/apt","suite":"./","trusted":true}]}}"#,
+                "t.json: deb.extra-sources[0].uri: \"file:/srv/apt\": use copy:/",
             ),
             (
                 r#"{"deb":{"extra-sources":[{"uri":"https://x/deb/","suite":"/"}]}}"#,

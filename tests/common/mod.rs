@@ -132,8 +132,55 @@ pub fn kubelet_double_repo(dir: &Path, include: &Path) -> String {
     .unwrap();
     serde_json::json!({
         "include": include,
-        "deb": {"extra-sources": [{"uri": format!("file:{}", repo.display()), "suite": "./", "trusted": true}]},
+        "deb": {"extra-sources": [{"uri": format!("copy:{}", repo.display()), "suite": "./", "trusted": true}]},
         "packages": ["kubelet"],
     })
     .to_string()
+}
+
+/// A local TCP port nobody listens on (for the HTTP servers of the tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `python3 -m http.server` on 127.0.0.1:`port` serving `dir`; stopped on drop.
+/// QEMU guests reach it as 10.0.2.2:`port`.
+pub struct HttpServer(std::process::Child);
+
+impl HttpServer {
+    pub fn start(dir: &Path, port: u16) -> HttpServer {
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        // Wait until it accepts connections.
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        HttpServer(child)
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -1,0 +1,45 @@
+#!/bin/bash
+# keelson's network installer: an initramfs that brings the network up with
+# systemd-networkd, runs `keelson install --from-cmdline` (device, URL and
+# ref from keelson.install.* kernel arguments) and reboots into the installed
+# node. Built by `keelson pxe` inside the tree; never part of a node's own
+# initramfs (check returns 255: only when asked for).
+
+check() {
+    return 255
+}
+
+depends() {
+    echo systemd systemd-udevd
+}
+
+installkernel() {
+    # Disks and NICs of common servers and VMs, and the filesystems written.
+    hostonly='' instmods ext4 vfat nls_cp437 nls_iso8859_1 af_packet
+    hostonly='' instmods virtio_net virtio_blk virtio_scsi virtio_pci e1000 e1000e igb ixgbe \
+        nvme ahci sd_mod
+    hostonly='' instmods =drivers/net/ethernet
+}
+
+install() {
+    # keelson install and what it runs.
+    inst_multiple keelson ostree sfdisk wipefs blockdev partx mkfs.ext4 mke2fs mkfs.fat \
+        grub-mkimage grub-editenv mount umount sync du cp chattr udevadm sh
+    # Signature checks (gpgme runs gpg) and https URLs.
+    inst_multiple -o gpg gpgv gpgconf gpg-agent gpgsm dirmngr
+    inst_multiple -o /etc/ssl/certs/ca-certificates.crt
+    # systemd-networkd with DHCP on every Ethernet link.
+    inst_multiple /usr/lib/systemd/systemd-networkd /usr/lib/systemd/systemd-networkd-wait-online
+    inst_multiple "$systemdsystemunitdir/systemd-networkd.service" \
+        "$systemdsystemunitdir/systemd-networkd.socket" \
+        "$systemdsystemunitdir/systemd-networkd-wait-online.service" \
+        "$systemdsystemunitdir/network.target" \
+        "$systemdsystemunitdir/network-online.target" \
+        "$systemdsystemunitdir/network-pre.target"
+    inst_simple "$moddir/90-keelson-installer.network" /etc/systemd/network/90-keelson-installer.network
+    # networkd runs as its own user.
+    grep -E '^systemd-network:' /etc/passwd >> "$initdir/etc/passwd"
+    grep -E '^systemd-network:' /etc/group >> "$initdir/etc/group"
+    inst_simple "$moddir/keelson-installer.service" "$systemdsystemunitdir/keelson-installer.service"
+    inst_simple "$moddir/keelson-installer.target" "$systemdsystemunitdir/keelson-installer.target"
+}
