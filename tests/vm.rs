@@ -1,5 +1,6 @@
-//! VM tier: compose the default treefile plus a test-fixture unit
-//! (tests/fixtures/vmtest.json), build a qcow2 image and boot it under QEMU
+//! VM tier: `keelson build` the default treefile plus a test-fixture unit
+//! (tests/fixtures/vmtest.json) into a repo, a qcow2 image, PXE artifacts
+//! and meta.json (checked against the files), and boot the image under QEMU
 //! with UEFI and 2 GiB of memory, then with BIOS and 4 GiB. The fixture
 //! checks the node from inside (system running with no failed units, /usr
 //! and /sysroot read-only, `ostree admin status` and `keelson status` show
@@ -13,8 +14,8 @@
 //! the capacity the guest reported. The boot fails fast on an emergency
 //! shell, a kernel panic or dracut refusing to continue.
 //!
-//! Then the network install: `keelson pxe` artifacts for the same commit
-//! are served over HTTP, an empty disk boots from the network and installs
+//! Then the network install: the PXE artifacts for the same commit are
+//! served over HTTP, an empty disk boots from the network and installs
 //! itself, and the installed node boots and passes the same checks.
 //!
 //! Needs root, the host's Debian mirror, qemu-system-x86 and ovmf (`.ci/run`
@@ -68,30 +69,50 @@ fn boot(image: &Path, firmware: &str, memory_mib: u32, log: &Path) -> String {
 #[test]
 fn default_image_boots_uefi_and_bios() {
     let d = tempfile::tempdir().unwrap();
-    let repo = d.path().join("repo");
     let treefile = manifest().join("tests/fixtures/vmtest.json");
-    ok(&[
-        "compose",
-        treefile.to_str().unwrap(),
-        "--repo",
-        repo.to_str().unwrap(),
-        "--cachedir",
-        cache().to_str().unwrap(),
-    ]);
-    let reference = format!("keelson/12/{}/k8s-node-vmtest", std::env::consts::ARCH);
-    let image = d.path().join("node.qcow2");
     let definition = manifest().join("images/default.json");
-    ok(&[
-        "image",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--ref",
-        &reference,
+    // CI's entry point: compose, the qcow2 image and the network-install
+    // artifacts in one `keelson build`, described by meta.json. The PXE
+    // configs point at the HTTP server started later on this port.
+    let port = free_port();
+    let built = d.path().join("out");
+    let meta_text = ok(&[
+        "build",
+        treefile.to_str().unwrap(),
+        "--output",
+        built.to_str().unwrap(),
         "--definition",
         definition.to_str().unwrap(),
-        "--output",
-        image.to_str().unwrap(),
+        "--cachedir",
+        cache().to_str().unwrap(),
+        "--pxe",
+        "--pxe-repo-url",
+        &format!("http://10.0.2.2:{port}/repo"),
+        "--pxe-url",
+        &format!("http://10.0.2.2:{port}/pxe"),
+        "--json",
     ]);
+    let meta: serde_json::Value = serde_json::from_str(&meta_text).unwrap();
+    let reference = format!("keelson/12/{}/k8s-node-vmtest", std::env::consts::ARCH);
+    let repo = built.join("repo");
+    let image = built.join("default.qcow2");
+    assert_eq!(meta["ref"], reference.as_str());
+    let commit = run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["rev-parse", &reference]));
+    assert_eq!(meta["commit"], commit.trim());
+    assert_eq!(meta["artifacts"][0]["name"], "default.qcow2");
+    assert_eq!(
+        meta["artifacts"][0]["sha256"],
+        keelson::image::sha256_file(&image).unwrap().as_str()
+    );
+    assert_eq!(
+        std::fs::read_to_string(built.join("meta.json"))
+            .unwrap()
+            .trim(),
+        meta_text.trim()
+    );
+    assert_eq!(meta["pxe"]["directory"], "pxe");
 
     // A definition whose root partition cannot hold the tree: clear error,
     // no output file.
@@ -154,36 +175,22 @@ fn default_image_boots_uefi_and_bios() {
         kubelet_config_matches_capacity(&text, firmware, memory_mib);
     }
 
-    network_install(&repo, &reference, d.path());
+    network_install(&built, &reference, port, d.path());
 }
 
-/// `keelson pxe` artifacts for the commit, served over HTTP next to the
-/// repo; an empty disk boots from the network (iPXE from QEMU's TFTP
+/// The `keelson pxe` artifacts `keelson build --pxe` wrote, served over
+/// HTTP next to the repo; an empty disk boots from the network (iPXE from QEMU's TFTP
 /// server, kernel and installer initramfs over HTTP), `keelson install`
 /// writes the disk and reboots; the installed node then boots from its disk,
 /// passes the in-guest checks and follows the ref from the URL.
-fn network_install(repo: &Path, reference: &str, d: &Path) {
-    let port = free_port();
+fn network_install(out: &Path, reference: &str, port: u16, d: &Path) {
+    // `keelson build --pxe` wrote out/repo and out/pxe: serve both.
     let www = d.join("www");
     std::fs::create_dir_all(&www).unwrap();
-    std::os::unix::fs::symlink(repo, www.join("repo")).unwrap();
-    let pxe = www.join("pxe");
+    std::os::unix::fs::symlink(out.join("repo"), www.join("repo")).unwrap();
+    std::os::unix::fs::symlink(out.join("pxe"), www.join("pxe")).unwrap();
+    let pxe = out.join("pxe");
     let url = format!("http://10.0.2.2:{port}/repo");
-    ok(&[
-        "pxe",
-        "--repo",
-        repo.to_str().unwrap(),
-        "--ref",
-        reference,
-        "--output",
-        pxe.to_str().unwrap(),
-        "--url",
-        &url,
-        "--pxe-url",
-        &format!("http://10.0.2.2:{port}/pxe"),
-        "--device",
-        "/dev/vda",
-    ]);
     run(Command::new("sha256sum")
         .args(["--check", "--quiet", "SHA256SUMS"])
         .current_dir(&pxe));
