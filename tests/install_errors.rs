@@ -2,8 +2,10 @@
 //! device, not a block device, a disk too small for the image definition, an
 //! unreachable URL, an unknown ref, an unsigned commit when a keyring is
 //! given. The disks are real loop devices over sparse files; after every
-//! refusal their first MiB is still zeros. (The successful install runs in
-//! the VM tier: tests/vm.rs network-installs a machine.)
+//! refusal their first MiB is still zeros. A failure after partitioning (a
+//! content object missing on the server) is reported as such and leaves no
+//! partition table. (The successful install runs in the VM tier:
+//! tests/vm.rs network-installs a machine.)
 //!
 //! Needs root (losetup), ostree and python3 (HTTP server).
 
