@@ -128,8 +128,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     if (unchanged && !opts.force_nocache) || opts.dry_run {
         let prev = previous.as_ref();
         if opts.dry_run {
-            println!(
-                "Dry run: {} packages resolved, inputhash {hash}; {}",
+            tracing::info!(
+                "dry run: {} packages resolved, inputhash {hash}; {}",
                 resolved.len(),
                 if unchanged {
                     "no changes since the previous commit"
@@ -138,8 +138,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                 }
             );
         } else {
-            println!(
-                "No apparent changes since the previous commit {} (inputhash {hash}); nothing written. Use --force-nocache to compose anyway.",
+            tracing::info!(
+                "no apparent changes since the previous commit {} (inputhash {hash}); nothing written (--force-nocache composes anyway)",
                 prev.map(|p| p.checksum.as_str()).unwrap_or("")
             );
         }
@@ -229,8 +229,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             },
         )
     })?;
-    println!(
-        "Committed {checksum} to {}{}",
+    tracing::info!(
+        "committed {checksum} to {}{}",
         tf.ref_,
         next_version
             .as_ref()

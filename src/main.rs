@@ -691,7 +691,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Compose(a) => {
             let threads = threads(a.commit_threads);
-            keelson::compose::run(&keelson::compose::Options {
+            let print_only = a.print_only;
+            let out = keelson::compose::run(&keelson::compose::Options {
                 treefile: a.treefile,
                 repo: a.repo,
                 cachedir: a.cachedir,
@@ -705,6 +706,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 gpg_sign: a.gpg_sign,
                 gpg_homedir: a.gpg_homedir,
             })?;
+            // The result for people; compose.json (--write-composejson-to)
+            // is the machine-readable one. --print-only printed the treefile.
+            let commit = out.commit.as_deref().unwrap_or("-");
+            let version = out
+                .version
+                .as_deref()
+                .map(|v| format!(" (version {v})"))
+                .unwrap_or_default();
+            if print_only {
+            } else if out.dry_run {
+                println!(
+                    "Dry run: {} packages resolved, inputhash {} (the log says whether a commit would be written)",
+                    out.packages, out.inputhash
+                );
+            } else if out.changed {
+                println!("Committed {commit} to {}{version}", out.ref_);
+            } else {
+                println!(
+                    "No apparent changes since {commit} on {} (inputhash {}); nothing written. --force-nocache composes anyway.",
+                    out.ref_, out.inputhash
+                );
+            }
             Ok(())
         }
     }

@@ -94,6 +94,27 @@ pub fn bios_images(
     Ok((boot, core))
 }
 
+/// BIOS boot: core.img into the BIOS boot partition `bios` of `disk` (an
+/// image file or a block device) and boot.img's code into the MBR.
+pub fn install_bios(
+    disk: &Path,
+    bios: &super::definition::Part,
+    tree: &Path,
+    early: &Path,
+    work: &Path,
+) -> Result<()> {
+    let (mbr, core) = bios_images(tree, early, work, bios.start / 512)?;
+    if core.len() as u64 > bios.size {
+        bail!(
+            "GRUB core.img ({} bytes) does not fit the BIOS boot partition",
+            core.len()
+        );
+    }
+    super::write_at(disk, bios.start, &core)?;
+    // Only the boot code: the partition table after byte 440 stays.
+    super::write_at(disk, 0, &mbr[..440])
+}
+
 // Offsets in GRUB's i386-pc boot.img and diskboot.img (grub/include/grub/
 // i386/pc/boot.h): where core.img starts, and the drive-check jump.
 const KERNEL_SECTOR: usize = 0x5c;

@@ -15,7 +15,7 @@ use crate::util::cmd::Cmd;
 use crate::util::progress::step;
 use definition::{Definition, Firmware, Format, Part};
 
-pub(crate) const FSTAB_TEMPLATE: &str = include_str!("templates/fstab.tera");
+const FSTAB_TEMPLATE: &str = include_str!("templates/fstab.tera");
 
 pub struct Options {
     pub repo: PathBuf,
@@ -184,12 +184,7 @@ fn build_in(
     w: &Path,
     out_dir: &Path,
 ) -> Result<Artifact> {
-    // ostree runs `OSTREE_GRUB2_EXEC -o …/grub.cfg`: a link named
-    // grub-mkconfig to this binary runs keelson's menu generator.
-    let bin = w.join("bin");
-    fs::create_dir_all(&bin)?;
-    let mkconfig = bin.join("grub-mkconfig");
-    std::os::unix::fs::symlink(std::env::current_exe()?, &mkconfig)?;
+    let mkconfig = sysroot::mkconfig_link(w)?;
 
     let (boot_uuid, root_uuid) = (random_uuid(), random_uuid());
     let esp_volid = format!("{:08X}", rand_u32());
@@ -216,14 +211,7 @@ fn build_in(
             opts.gpg_keyring.as_deref(),
         )
     })?;
-    let mut ctx = tera::Context::new();
-    ctx.insert("boot_uuid", &boot_uuid);
-    let fstab = tera::Tera::one_off(FSTAB_TEMPLATE, &ctx, false)?;
-    fs::write(staged.deployment.join("etc/fstab"), fstab)?;
-    Cmd::new("grub-editenv")
-        .arg(root.join("boot/grubenv"))
-        .arg("create")
-        .run()?;
+    sysroot::finish(&staged, &boot_uuid)?;
 
     let early = w.join("early.cfg");
     fs::write(&early, grub::early_config(&boot_uuid)?)?;
@@ -272,16 +260,7 @@ fn build_in(
         mkfs_esp(&raw, espp, &esp_volid, efi.as_deref())
     })?;
     if def.firmware.contains(&Firmware::Bios) {
-        let bios = part(layout, "bios");
-        let (mbr, core) = grub::bios_images(&staged.deployment, &early, w, bios.start / 512)?;
-        if core.len() as u64 > bios.size {
-            bail!(
-                "GRUB core.img ({} bytes) does not fit the BIOS boot partition",
-                core.len()
-            );
-        }
-        write_at(&raw, bios.start, &core)?;
-        write_at(&raw, 0, &mbr[..440])?;
+        grub::install_bios(&raw, part(layout, "bios"), &staged.deployment, &early, w)?;
     }
 
     let tmp = tempfile::Builder::new()

@@ -112,6 +112,33 @@ pub fn stage(
     })
 }
 
+/// ostree runs `OSTREE_GRUB2_EXEC -o …/grub.cfg`: a link named
+/// grub-mkconfig to this binary runs keelson's menu generator. Made in
+/// `work`; returns its path.
+pub fn mkconfig_link(work: &Path) -> Result<PathBuf> {
+    let bin = work.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    let mkconfig = bin.join("grub-mkconfig");
+    std::os::unix::fs::symlink(std::env::current_exe()?, &mkconfig)
+        .context("linking grub-mkconfig to keelson")?;
+    Ok(mkconfig)
+}
+
+/// After the deploy: the deployment's fstab mounting /boot by UUID, and an
+/// empty grubenv for boot counting.
+pub fn finish(staged: &Staged, boot_uuid: &str) -> Result<()> {
+    let mut ctx = tera::Context::new();
+    ctx.insert("boot_uuid", boot_uuid);
+    let fstab = tera::Tera::one_off(super::FSTAB_TEMPLATE, &ctx, false)?;
+    std::fs::write(staged.deployment.join("etc/fstab"), fstab)
+        .context("writing the deployment's /etc/fstab")?;
+    Cmd::new("grub-editenv")
+        .arg(staged.root.join("boot/grubenv"))
+        .arg("create")
+        .run()?;
+    Ok(())
+}
+
 /// `ostree admin deploy` marks deployment roots immutable; clear that so
 /// the staging directory can be removed.
 pub fn release(root: &Path) {

@@ -356,10 +356,7 @@ fn write(opts: &Options, plan: &Plan, w: &Path) -> Result<()> {
     mount(&node("root"), &root)?;
     mount(&node("boot"), &root.join("boot"))?;
 
-    let bin = w.join("bin");
-    fs::create_dir_all(&bin)?;
-    let mkconfig = bin.join("grub-mkconfig");
-    std::os::unix::fs::symlink(std::env::current_exe()?, &mkconfig)?;
+    let mkconfig = sysroot::mkconfig_link(w)?;
     let mut kargs = vec![format!("root=UUID={root_uuid}"), "rw".to_string()];
     kargs.extend(plan.def.kernel_args.iter().cloned());
     kargs.extend(opts.kargs.iter().cloned());
@@ -377,14 +374,7 @@ fn write(opts: &Options, plan: &Plan, w: &Path) -> Result<()> {
             opts.gpg_keyring.as_deref(),
         )
     })?;
-    let mut ctx = tera::Context::new();
-    ctx.insert("boot_uuid", &boot_uuid);
-    let fstab = tera::Tera::one_off(image::FSTAB_TEMPLATE, &ctx, false)?;
-    fs::write(staged.deployment.join("etc/fstab"), fstab)?;
-    Cmd::new("grub-editenv")
-        .arg(root.join("boot/grubenv"))
-        .arg("create")
-        .run()?;
+    sysroot::finish(&staged, &boot_uuid)?;
     if plan.update_url != opts.url {
         Cmd::new("ostree")
             .arg(format!("--repo={}", root.join("ostree/repo").display()))
@@ -428,15 +418,7 @@ fn write(opts: &Options, plan: &Plan, w: &Path) -> Result<()> {
         }
         if plan.def.firmware.contains(&Firmware::Bios) {
             let bios = image::part(&plan.layout, "bios");
-            let (mbr, core) = grub::bios_images(&staged.deployment, &early, w, bios.start / 512)?;
-            if core.len() as u64 > bios.size {
-                bail!(
-                    "GRUB core.img ({} bytes) does not fit the BIOS boot partition",
-                    core.len()
-                );
-            }
-            image::write_at(dev, bios.start, &core)?;
-            image::write_at(dev, 0, &mbr[..440])?;
+            grub::install_bios(dev, bios, &staged.deployment, &early, w)?;
         }
         Ok(())
     })?;
