@@ -28,6 +28,8 @@ pub struct PxeRequest {
     pub url: Option<String>,
     pub pxe_url: Option<String>,
     pub device: String,
+    /// The installer may erase a disk that already holds data.
+    pub wipe: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -104,6 +106,7 @@ pub fn run(o: &Options) -> Result<Meta> {
                 installer_kargs: vec!["console=tty0".into(), "console=ttyS0,115200n8".into()],
                 gpg_keyring: None,
                 update_url: None,
+                wipe: p.wipe,
             })?;
             art.directory = "pxe".into();
             Some(art)

@@ -95,9 +95,13 @@ struct InstallArgs {
     /// Reboot into the installed node when done.
     #[arg(long)]
     reboot: bool,
+    /// Erase a disk that already holds a partition table or filesystem
+    /// (without it such a disk is refused).
+    #[arg(long)]
+    wipe: bool,
     /// Take everything from keelson.install.* kernel arguments (the PXE
     /// installer): device, url, ref, osname, karg, update_url, gpg_keyring,
-    /// reboot.
+    /// reboot, wipe.
     #[arg(long, conflicts_with_all = ["device", "url", "ref_"])]
     from_cmdline: bool,
 }
@@ -141,6 +145,10 @@ struct PxeArgs {
     /// The node's update URL after the install (default: --url).
     #[arg(long)]
     update_url: Option<String>,
+    /// Let the installer erase a disk that already holds data
+    /// (keelson.install.wipe); without it such a disk is refused.
+    #[arg(long)]
+    wipe: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -239,6 +247,9 @@ struct BuildArgs {
     /// With --pxe: the disk the installer erases and installs onto.
     #[arg(long, default_value = "/dev/vda", requires = "pxe")]
     pxe_device: String,
+    /// With --pxe: the installer may erase a disk that already holds data.
+    #[arg(long, requires = "pxe")]
+    pxe_wipe: bool,
 }
 
 #[derive(clap::Args)]
@@ -476,6 +487,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     gpg_keyring: a.gpg_keyring,
                     update_url: a.update_url,
                     reboot: a.reboot,
+                    wipe: a.wipe,
                 }
             };
             let commit = keelson::provision::install::run(&opts)?;
@@ -509,6 +521,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 installer_kargs,
                 gpg_keyring: a.gpg_keyring,
                 update_url: a.update_url,
+                wipe: a.wipe,
             })?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&art)?);
@@ -562,6 +575,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     url: a.pxe_repo_url,
                     pxe_url: a.pxe_url,
                     device: a.pxe_device,
+                    wipe: a.pxe_wipe,
                 }),
             })?;
             if a.json {

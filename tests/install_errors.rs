@@ -143,4 +143,83 @@ fn refuses_before_touching_the_disk() {
             "{args:?} wrote to a disk"
         );
     }
+
+    // A disk that already holds a partition table is somebody's data:
+    // refused without --wipe, and left exactly as it was.
+    sfdisk(&disk.0, "label: gpt\nsize=100MiB, type=linux\n");
+    let before = run(Command::new("sfdisk").arg("--dump").arg(&disk.0));
+    let (ok, err) = install(&["--device", &disk.0, "--url", &url, "--ref", "keelson/test"]);
+    assert!(
+        !ok && err.contains(&format!("--device {}: holds gpt", disk.0)) && err.contains("--wipe"),
+        "{err}"
+    );
+    assert_eq!(
+        run(Command::new("sfdisk").arg("--dump").arg(&disk.0)),
+        before
+    );
+
+    // A failure after the disk was partitioned (a content object missing on
+    // the server: the commit check passes, the pull fails): the error says
+    // so and the partition table is gone again, nothing looks installed.
+    let victim = walk(&repo.join("objects"))
+        .into_iter()
+        .find(|p| p.extension().is_some_and(|e| e == "filez"))
+        .expect("a content object");
+    std::fs::remove_file(&victim).unwrap();
+    let (ok, err) = install(&[
+        "--device",
+        &disk.0,
+        "--url",
+        &url,
+        "--ref",
+        "keelson/test",
+        "--wipe",
+    ]);
+    assert!(
+        !ok && err.contains(&format!(
+            "installing onto {} failed; its partition table was wiped",
+            disk.0
+        )),
+        "{err}"
+    );
+    assert!(err.contains("pulling"), "expected the pull to fail: {err}");
+    let table = Command::new("sfdisk")
+        .arg("--dump")
+        .arg(&disk.0)
+        .output()
+        .unwrap();
+    assert!(
+        !table.status.success(),
+        "a partition table is left:\n{}",
+        String::from_utf8_lossy(&table.stdout)
+    );
+}
+
+fn sfdisk(device: &str, script: &str) {
+    use std::io::Write;
+    let mut child = Command::new("sfdisk")
+        .args(["--quiet", device])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "sfdisk {device}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -35,6 +35,8 @@ pub struct Options {
     /// The node's update URL afterwards (default: `url`).
     pub update_url: Option<String>,
     pub reboot: bool,
+    /// Overwrite a disk that already has a partition table or filesystem.
+    pub wipe: bool,
 }
 
 /// `/dev/vda` + 2 → `/dev/vda2`; `/dev/nvme0n1` + 2 → `/dev/nvme0n1p2`.
@@ -90,6 +92,7 @@ pub fn from_cmdline(cmdline: &str) -> Result<Options> {
             "karg",
             "update_url",
             "reboot",
+            "wipe",
             "gpg_keyring",
             "definition",
         ]
@@ -100,6 +103,7 @@ pub fn from_cmdline(cmdline: &str) -> Result<Options> {
     }
     let one =
         |k: &str| -> Option<String> { kv.get(k).and_then(|v| v.last()).map(|s| s.to_string()) };
+    let flag = |k: &str| one(k).is_some_and(|v| v.is_empty() || v == "1" || v == "yes");
     let need = |k: &str| -> Result<String> {
         one(k)
             .filter(|v| !v.is_empty())
@@ -117,7 +121,8 @@ pub fn from_cmdline(cmdline: &str) -> Result<Options> {
             .unwrap_or_default(),
         gpg_keyring: one("gpg_keyring").map(PathBuf::from),
         update_url: one("update_url"),
-        reboot: one("reboot").is_some_and(|v| v.is_empty() || v == "1" || v == "yes"),
+        reboot: flag("reboot"),
+        wipe: flag("wipe"),
     })
 }
 
@@ -197,6 +202,25 @@ fn check_unused(device: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Without `--wipe`, a disk with a partition table or a filesystem on it is
+/// somebody's data: refuse it.
+fn check_blank(device: &Path) -> Result<()> {
+    let found = Cmd::new("wipefs")
+        .args(["--no-act", "--noheadings", "--output", "TYPE"])
+        .arg(device)
+        .run()
+        .with_context(|| format!("--device {}: cannot read its signatures", device.display()))?;
+    let kinds: Vec<&str> = found.split_whitespace().collect();
+    if !kinds.is_empty() {
+        bail!(
+            "--device {}: holds {} already; pass --wipe (keelson.install.wipe) to erase it",
+            device.display(),
+            kinds.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// Fetch only the commit object (and its signature) into a scratch repo:
 /// proves the URL, the ref and the signature before the disk is wiped.
 fn check_remote(opts: &Options, remote: &str, scratch: &Path) -> Result<String> {
@@ -254,6 +278,9 @@ fn preflight(opts: &Options, scratch: &Path) -> Result<Plan> {
         bail!("--device {}: not a block device", opts.device.display());
     }
     check_unused(&opts.device)?;
+    if !opts.wipe {
+        check_blank(&opts.device)?;
+    }
     let def = fit(&def, &opts.device, device_bytes(&opts.device)?)?;
     let layout = def.layout()?;
     let remote = def.remote.name.clone();

@@ -67,6 +67,8 @@ pub struct Options {
     pub installer_kargs: Vec<String>,
     pub gpg_keyring: Option<PathBuf>,
     pub update_url: Option<String>,
+    /// The installer may erase a disk that already holds data.
+    pub wipe: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -93,6 +95,9 @@ pub fn cmdline(o: &Options, keyring_in_initrd: bool) -> String {
     }
     for k in &o.kargs {
         args.push(format!("keelson.install.karg={k}"));
+    }
+    if o.wipe {
+        args.push("keelson.install.wipe".to_string());
     }
     if keyring_in_initrd {
         args.push(format!("keelson.install.gpg_keyring={KEYRING_IN_INITRD}"));
@@ -316,6 +321,7 @@ mod tests {
             installer_kargs: vec!["console=ttyS0,115200n8".into()],
             gpg_keyring: None,
             update_url: None,
+            wipe: false,
         }
     }
 
