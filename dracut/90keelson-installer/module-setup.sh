@@ -15,7 +15,7 @@ depends() {
 
 installkernel() {
     # Disks and NICs of common servers and VMs, and the filesystems written.
-    hostonly='' instmods ext4 vfat nls_cp437 nls_iso8859_1 af_packet
+    hostonly='' instmods ext4 vfat nls_cp437 nls_iso8859_1 nls_utf8 af_packet
     hostonly='' instmods virtio_net virtio_blk virtio_scsi virtio_pci e1000 e1000e igb ixgbe \
         nvme ahci sd_mod
     hostonly='' instmods =drivers/net/ethernet
