@@ -18,6 +18,28 @@ fn ostree_repo(sysroot: &Path) -> String {
     format!("--repo={}", sysroot.join("ostree/repo").display())
 }
 
+/// `ostree remote add` (replacing one of the same name): with a keyring
+/// the remote verifies GPG signatures against it, without one it does not.
+pub fn remote_add(
+    repo: &Path,
+    name: &str,
+    url: &str,
+    branch: Option<&str>,
+    gpg_keyring: Option<&Path>,
+) -> Result<()> {
+    let mut add = Cmd::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["remote", "add", "--force"]);
+    add = match gpg_keyring {
+        Some(k) => add
+            .arg("--set=gpg-verify=true")
+            .arg(format!("--gpg-import={}", k.display())),
+        None => add.arg("--no-gpg-verify"),
+    };
+    add.args([name, url]).args(branch).run()?;
+    Ok(())
+}
+
 /// Where the commit comes from.
 #[derive(Debug, Clone, Copy)]
 pub enum Source<'a> {
@@ -59,16 +81,14 @@ pub fn stage(
         .args([&repo, "config", "set", "sysroot.bootloader", "grub2"])
         .run()?;
     // With a keyring the node refuses commits not signed by one of its keys.
-    let mut add = Cmd::new("ostree").args([&repo, "remote", "add"]);
-    add = match gpg_keyring {
-        Some(k) => add
-            .arg("--set=gpg-verify=true")
-            .arg(format!("--gpg-import={}", k.display())),
-        None => add.arg("--no-gpg-verify"),
-    };
-    add.args([remote, remote_url, ref_])
-        .run()
-        .context("adding the node's update remote")?;
+    remote_add(
+        &root.join("ostree/repo"),
+        remote,
+        remote_url,
+        Some(ref_),
+        gpg_keyring,
+    )
+    .context("adding the node's update remote")?;
     match source {
         Source::Local(source_repo) => Cmd::new("ostree")
             .args([&repo, "pull-local", &format!("--remote={remote}")])

@@ -228,14 +228,13 @@ fn check_remote(opts: &Options, remote: &str, scratch: &Path) -> Result<String> 
     Cmd::new("ostree")
         .args([&repo, "init", "--mode=archive"])
         .run()?;
-    let mut add = Cmd::new("ostree").args([&repo, "remote", "add"]);
-    add = match &opts.gpg_keyring {
-        Some(k) => add
-            .arg("--set=gpg-verify=true")
-            .arg(format!("--gpg-import={}", k.display())),
-        None => add.arg("--no-gpg-verify"),
-    };
-    add.args([remote, &opts.url]).run()?;
+    sysroot::remote_add(
+        scratch,
+        remote,
+        &opts.url,
+        None,
+        opts.gpg_keyring.as_deref(),
+    )?;
     let pulled = Cmd::new("ostree")
         .args([&repo, "pull", "--commit-metadata-only", remote, &opts.ref_])
         .run();
@@ -331,6 +330,13 @@ pub fn run(opts: &Options) -> Result<String> {
 
 fn write(opts: &Options, plan: &Plan, w: &Path) -> Result<()> {
     let dev = &opts.device;
+    tracing::info!(
+        "installing {} ({}) onto {} ({} MiB): everything on it is erased",
+        opts.ref_,
+        plan.commit,
+        dev.display(),
+        plan.def.disk_size_mib
+    );
     let node = |name: &str| {
         let i = plan
             .layout
@@ -403,18 +409,15 @@ fn write(opts: &Options, plan: &Plan, w: &Path) -> Result<()> {
     })?;
     sysroot::finish(&staged, &boot_uuid)?;
     if plan.update_url != opts.url {
-        Cmd::new("ostree")
-            .arg(format!("--repo={}", root.join("ostree/repo").display()))
-            .args([
-                "remote",
-                "add",
-                "--force",
-                &plan.remote,
-                &plan.update_url,
-                &opts.ref_,
-            ])
-            .run()
-            .context("pointing the node at its update URL")?;
+        // Same signature policy, the production URL.
+        sysroot::remote_add(
+            &root.join("ostree/repo"),
+            &plan.remote,
+            &plan.update_url,
+            Some(&opts.ref_),
+            opts.gpg_keyring.as_deref(),
+        )
+        .context("pointing the node at its update URL")?;
     }
 
     step("installing GRUB", || {
