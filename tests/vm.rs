@@ -194,6 +194,12 @@ fn network_install(out: &Path, reference: &str, port: u16, d: &Path) {
     run(Command::new("sha256sum")
         .args(["--check", "--quiet", "SHA256SUMS"])
         .current_dir(&pxe));
+    // The kickstart next to the PXE files is valid for RHEL-family installers.
+    let ksvalidator = std::env::var_os("KEELSON_KSVALIDATOR")
+        .unwrap_or_else(|| "/opt/keelson-pyenv/bin/ksvalidator".into());
+    run(Command::new(ksvalidator)
+        .args(["-v", "RHEL9"])
+        .arg(pxe.join("keelson.ks")));
     let _server = HttpServer::start(&www, port);
     let disk = d.join("netinstalled.qcow2");
     run(Command::new("qemu-img")
