@@ -30,6 +30,8 @@ pub struct PxeRequest {
     pub device: String,
     /// The installer may erase a disk that already holds data.
     pub wipe: bool,
+    /// The installed node's update URL (default: the installer's URL).
+    pub update_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -105,7 +107,7 @@ pub fn run(o: &Options) -> Result<Meta> {
                 kargs: vec![],
                 installer_kargs: vec!["console=tty0".into(), "console=ttyS0,115200n8".into()],
                 gpg_keyring: None,
-                update_url: None,
+                update_url: p.update_url.clone(),
                 wipe: p.wipe,
             })?;
             art.directory = "pxe".into();

@@ -250,6 +250,10 @@ struct BuildArgs {
     /// With --pxe: the installer may erase a disk that already holds data.
     #[arg(long, requires = "pxe")]
     pxe_wipe: bool,
+    /// With --pxe: the installed node's update URL (default: the URL the
+    /// installer pulls from).
+    #[arg(long, requires = "pxe")]
+    pxe_update_url: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -576,6 +580,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     pxe_url: a.pxe_url,
                     device: a.pxe_device,
                     wipe: a.pxe_wipe,
+                    update_url: a.pxe_update_url,
                 }),
             })?;
             if a.json {

@@ -90,6 +90,10 @@ fn default_image_boots_uefi_and_bios() {
         &format!("http://10.0.2.2:{port}/repo"),
         "--pxe-url",
         &format!("http://10.0.2.2:{port}/pxe"),
+        // The installed node follows a different URL than the installer
+        // pulled from (same repo behind it here).
+        "--pxe-update-url",
+        &format!("http://10.0.2.2:{port}/updates"),
         "--json",
     ]);
     let meta: serde_json::Value = serde_json::from_str(&meta_text).unwrap();
@@ -182,15 +186,16 @@ fn default_image_boots_uefi_and_bios() {
 /// HTTP next to the repo; an empty disk boots from the network (iPXE from QEMU's TFTP
 /// server, kernel and installer initramfs over HTTP), `keelson install`
 /// writes the disk and reboots; the installed node then boots from its disk,
-/// passes the in-guest checks and follows the ref from the URL.
+/// passes the in-guest checks and follows the ref at its update URL.
 fn network_install(out: &Path, reference: &str, port: u16, d: &Path) {
     // `keelson build --pxe` wrote out/repo and out/pxe: serve both.
     let www = d.join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::os::unix::fs::symlink(out.join("repo"), www.join("repo")).unwrap();
+    std::os::unix::fs::symlink(out.join("repo"), www.join("updates")).unwrap();
     std::os::unix::fs::symlink(out.join("pxe"), www.join("pxe")).unwrap();
     let pxe = out.join("pxe");
-    let url = format!("http://10.0.2.2:{port}/repo");
+    let update_url = format!("http://10.0.2.2:{port}/updates");
     run(Command::new("sha256sum")
         .args(["--check", "--quiet", "SHA256SUMS"])
         .current_dir(&pxe));
@@ -250,8 +255,8 @@ fn network_install(out: &Path, reference: &str, port: u16, d: &Path) {
         checks.join("\n")
     );
     assert!(
-        text.contains(&format!("Updates: keelson:{reference} from {url}")),
-        "installed node does not follow the ref from the URL:\n{}",
+        text.contains(&format!("Updates: keelson:{reference} from {update_url}")),
+        "installed node does not follow the ref at its update URL:\n{}",
         text.lines()
             .filter(|l| l.contains("Updates:") || l.contains("Origin:"))
             .collect::<Vec<_>>()
