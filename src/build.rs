@@ -105,7 +105,10 @@ pub fn run(o: &Options) -> Result<Meta> {
                 pxe_url: p.pxe_url.clone(),
                 definition: Some(o.definition.clone()),
                 kargs: vec![],
-                installer_kargs: vec!["console=tty0".into(), "console=ttyS0,115200n8".into()],
+                installer_kargs: crate::provision::pxe::DEFAULT_INSTALLER_KARGS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
                 gpg_keyring: None,
                 update_url: p.update_url.clone(),
                 wipe: p.wipe,

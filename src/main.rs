@@ -509,7 +509,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pxe(a) => {
             let def = keelson::provision::install::definition(a.definition.as_deref())?;
             let installer_kargs = if a.installer_kargs.is_empty() {
-                vec!["console=tty0".into(), "console=ttyS0,115200n8".into()]
+                keelson::provision::pxe::DEFAULT_INSTALLER_KARGS
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
             } else {
                 a.installer_kargs
             };

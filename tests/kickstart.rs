@@ -4,23 +4,10 @@
 //! pykickstart from PyPI into /opt/keelson-pyenv). Bad parameters fail
 //! before anything is written.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 mod common;
-use common::manifest;
-
-fn ksvalidator() -> PathBuf {
-    let p = std::env::var_os("KEELSON_KSVALIDATOR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/opt/keelson-pyenv/bin/ksvalidator"));
-    assert!(
-        p.exists(),
-        "{} not found: run scripts/install-deps.sh (pykickstart from PyPI) or set KEELSON_KSVALIDATOR",
-        p.display()
-    );
-    p
-}
+use common::{ksvalidator, manifest};
 
 fn keelson(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_keelson"))

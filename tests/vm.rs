@@ -200,9 +200,7 @@ fn network_install(out: &Path, reference: &str, port: u16, d: &Path) {
         .args(["--check", "--quiet", "SHA256SUMS"])
         .current_dir(&pxe));
     // The kickstart next to the PXE files is valid for RHEL-family installers.
-    let ksvalidator = std::env::var_os("KEELSON_KSVALIDATOR")
-        .unwrap_or_else(|| "/opt/keelson-pyenv/bin/ksvalidator".into());
-    run(Command::new(ksvalidator)
+    run(Command::new(common::ksvalidator())
         .args(["-v", "RHEL9"])
         .arg(pxe.join("keelson.ks")));
     let _server = HttpServer::start(&www, port);

@@ -86,12 +86,16 @@ fn mkfs_ext4(disk: &Path, p: &Part, label: &str, uuid: &str, dir: &Path) -> Resu
     Ok(())
 }
 
+/// `mkfs.fat` for an ESP: FAT32 (what UEFI expects on disks) with 512-byte
+/// clusters, so a 127 MiB ESP has enough clusters to be valid FAT32. The
+/// caller adds the target.
+pub(crate) fn mkfs_esp_cmd(volid: &str) -> Cmd {
+    Cmd::new("mkfs.fat").args(["-F", "32", "-s", "1", "-n", "ESP", "-i", volid])
+}
+
 /// The FAT ESP, also written in place (mtools address it as `disk@@offset`).
 fn mkfs_esp(disk: &Path, p: &Part, volid: &str, efi: Option<&Path>) -> Result<()> {
-    Cmd::new("mkfs.fat")
-        // FAT32 (what UEFI expects on disks) with 512-byte clusters, so a
-        // 127 MiB ESP has enough clusters to be valid FAT32.
-        .args(["-F", "32", "-s", "1", "-n", "ESP", "-i", volid])
+    mkfs_esp_cmd(volid)
         .arg(format!("--offset={}", p.start / 512))
         .arg(disk)
         .arg((p.size / 1024).to_string())

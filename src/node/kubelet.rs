@@ -150,12 +150,13 @@ impl KubeletSettings {
 
 /// Render the drop-in (pure).
 pub fn render(s: &KubeletSettings, cap: &Capacity) -> Result<String> {
-    let r = s.reservation(cap)?;
+    // The same figures `keelson status` shows.
+    let n = node_resources(s, cap)?;
     let mut ctx = tera::Context::new();
-    ctx.insert("profile", &s.profile);
-    ctx.insert("cap", cap);
-    ctx.insert("r", &r);
-    ctx.insert("alloc", &reserve::allocatable(cap, &r));
+    ctx.insert("profile", &n.profile);
+    ctx.insert("cap", &n.capacity);
+    ctx.insert("r", &n);
+    ctx.insert("alloc", &n.allocatable);
     ctx.insert("max_pods", &s.max_pods);
     ctx.insert("log_max_size", &s.container_log_max_size);
     ctx.insert("log_max_files", &s.container_log_max_files);

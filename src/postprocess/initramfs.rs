@@ -24,8 +24,14 @@ const MODULE_FILES: &[(&str, &str, u32)] = &[
 ];
 
 pub fn install_module(ctx: &Ctx) -> Result<()> {
-    for (path, text, mode) in MODULE_FILES {
-        let p = ctx.root.join(path);
+    write_embedded(ctx.root, MODULE_FILES)
+}
+
+/// Write files embedded in the binary (path relative to `root`, text,
+/// mode) into a tree: keelson's dracut modules and their configs.
+pub fn write_embedded(root: &std::path::Path, files: &[(&str, &str, u32)]) -> Result<()> {
+    for (path, text, mode) in files {
+        let p = root.join(path);
         fs::create_dir_all(p.parent().expect("has parent"))?;
         fs::write(&p, text).with_context(|| format!("{}: cannot write", p.display()))?;
         fs::set_permissions(&p, fs::Permissions::from_mode(*mode))?;

@@ -431,9 +431,7 @@ fn write(opts: &Options, plan: &Plan, w: &Path) -> Result<()> {
             None
         };
         // The installer has no mtools: format the partition and mount it.
-        Cmd::new("mkfs.fat")
-            .args(["-F", "32", "-s", "1", "-n", "ESP", "-i"])
-            .arg(format!("{:08X}", image::rand_u32()))
+        image::mkfs_esp_cmd(&format!("{:08X}", image::rand_u32()))
             .arg(node("esp"))
             .run()
             .context("building the ESP")?;

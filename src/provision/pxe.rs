@@ -21,29 +21,34 @@ const PXELINUX: &str = include_str!("templates/pxelinux.cfg.tera");
 const IPXE: &str = include_str!("templates/boot.ipxe.tera");
 const GRUB: &str = include_str!("templates/grub-netboot.cfg.tera");
 
-/// The installer's dracut module (repo `dracut/90keelson-installer/`).
+/// The installer's dracut module (repo `dracut/90keelson-installer/`), as
+/// written into the tree.
 const MODULE: &[(&str, &str, u32)] = &[
     (
-        "module-setup.sh",
+        "usr/lib/dracut/modules.d/90keelson-installer/module-setup.sh",
         include_str!("../../dracut/90keelson-installer/module-setup.sh"),
         0o755,
     ),
     (
-        "keelson-installer.service",
+        "usr/lib/dracut/modules.d/90keelson-installer/keelson-installer.service",
         include_str!("../../dracut/90keelson-installer/keelson-installer.service"),
         0o644,
     ),
     (
-        "keelson-installer.target",
+        "usr/lib/dracut/modules.d/90keelson-installer/keelson-installer.target",
         include_str!("../../dracut/90keelson-installer/keelson-installer.target"),
         0o644,
     ),
     (
-        "90-keelson-installer.network",
+        "usr/lib/dracut/modules.d/90keelson-installer/90-keelson-installer.network",
         include_str!("../../dracut/90keelson-installer/90-keelson-installer.network"),
         0o644,
     ),
 ];
+
+/// The installer's own kernel arguments when none are given: console on
+/// the screen and the first serial port.
+pub const DEFAULT_INSTALLER_KARGS: &[&str] = &["console=tty0", "console=ttyS0,115200n8"];
 
 /// Where the keyring goes inside the installer initramfs.
 const KEYRING_IN_INITRD: &str = "/etc/keelson/install-keyring.gpg";
@@ -221,12 +226,7 @@ fn build_in(
         fs::remove_dir_all(&etc)?;
     }
     fs::rename(tree.join("usr/etc"), &etc).context("the tree has no /usr/etc")?;
-    let moddir = tree.join("usr/lib/dracut/modules.d/90keelson-installer");
-    fs::create_dir_all(&moddir)?;
-    for (name, text, mode) in MODULE {
-        fs::write(moddir.join(name), text)?;
-        fs::set_permissions(moddir.join(name), fs::Permissions::from_mode(*mode))?;
-    }
+    crate::postprocess::initramfs::write_embedded(&tree, MODULE)?;
     if let Some(k) = &o.gpg_keyring {
         let dst = tree.join(KEYRING_IN_INITRD.trim_start_matches('/'));
         fs::create_dir_all(dst.parent().expect("has parent"))?;

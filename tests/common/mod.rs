@@ -86,7 +86,6 @@ pub fn gpg_key(home: &Path) -> (String, PathBuf) {
 /// text that adds the repository through `deb.extra-sources` on top of
 /// `include`.
 pub fn kubelet_double_repo(dir: &Path, include: &Path) -> String {
-    use sha2::Digest;
     let staging = dir.join("staging");
     let bin = staging.join("usr/bin");
     let units = staging.join("usr/lib/systemd/system");
@@ -116,17 +115,14 @@ pub fn kubelet_double_repo(dir: &Path, include: &Path) -> String {
         .args(["--root-owner-group", "--build"])
         .arg(&staging)
         .arg(&deb));
-    let bytes = std::fs::read(&deb).unwrap();
-    let sha = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>();
+    let size = std::fs::metadata(&deb).unwrap().len();
+    let sha = keelson::image::sha256_file(&deb).unwrap();
     std::fs::write(
         repo.join("Packages"),
         format!(
             "{fields}Filename: ./{}\nSize: {}\nSHA256: {sha}\n",
             deb.file_name().unwrap().to_string_lossy(),
-            bytes.len()
+            size
         ),
     )
     .unwrap();
@@ -136,6 +132,20 @@ pub fn kubelet_double_repo(dir: &Path, include: &Path) -> String {
         "packages": ["kubelet"],
     })
     .to_string()
+}
+
+/// pykickstart's ksvalidator (scripts/install-deps.sh puts it in a venv;
+/// KEELSON_KSVALIDATOR overrides).
+pub fn ksvalidator() -> PathBuf {
+    let p = std::env::var_os("KEELSON_KSVALIDATOR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/opt/keelson-pyenv/bin/ksvalidator"));
+    assert!(
+        p.exists(),
+        "{} not found: run scripts/install-deps.sh (pykickstart from PyPI) or set KEELSON_KSVALIDATOR",
+        p.display()
+    );
+    p
 }
 
 /// A local TCP port nobody listens on (for the HTTP servers of the tests).
