@@ -9,28 +9,48 @@ use serde::Serialize;
 use crate::image::{self, definition::Definition};
 use crate::util::fsutil::write_atomic;
 
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// The treefile to compose.
     pub treefile: PathBuf,
+    /// Directory for the repo, images and meta.json.
+    #[arg(long, short = 'o')]
     pub output: PathBuf,
-    pub definition: PathBuf,
+    /// Image definition (default: the built-in images/default.json).
+    #[arg(long)]
+    pub definition: Option<PathBuf>,
+    /// Package cache and work directory (as for compose).
+    #[arg(long)]
     pub cachedir: Option<PathBuf>,
+    /// URL of the node's update remote (default: the definition's).
+    #[arg(long)]
     pub remote_url: Option<String>,
-    pub threads: usize,
-    pub source_date_epoch: Option<i64>,
-    /// Also write network-install artifacts into `pxe/` (`keelson pxe`).
-    pub pxe: Option<PxeRequest>,
+    #[command(flatten)]
+    pub pxe: PxeRequest,
 }
 
 /// `keelson build --pxe`: where the installer pulls from and installs to.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct PxeRequest {
-    /// The repository URL the installer pulls from (default: the
-    /// definition's remote URL).
+    /// Also write the network-install artifacts (`keelson pxe`) into pxe/.
+    #[arg(long = "pxe")]
+    pub enabled: bool,
+    /// With --pxe: the repository URL the installer pulls from (default:
+    /// the definition's remote URL).
+    #[arg(long = "pxe-repo-url", requires = "enabled")]
     pub url: Option<String>,
+    /// With --pxe: where the artifacts will be served over http(s).
+    #[arg(long, requires = "enabled")]
     pub pxe_url: Option<String>,
+    /// With --pxe: the disk the installer erases and installs onto.
+    #[arg(long = "pxe-device", default_value = "/dev/vda", requires = "enabled")]
     pub device: String,
-    /// The installer may erase a disk that already holds data.
+    /// With --pxe: the installer may erase a disk that already holds data.
+    #[arg(long = "pxe-wipe", requires = "enabled")]
     pub wipe: bool,
-    /// The installed node's update URL (default: the installer's URL).
+    /// With --pxe: the installed node's update URL (default: the URL the
+    /// installer pulls from).
+    #[arg(long = "pxe-update-url", requires = "enabled")]
     pub update_url: Option<String>,
 }
 
@@ -50,72 +70,37 @@ pub struct Meta {
 
 pub fn run(o: &Options) -> Result<Meta> {
     // Fail on a bad definition before the long compose.
-    let def = Definition::load(&o.definition)?;
-    std::fs::create_dir_all(&o.output)
+    let def = Definition::load_or_builtin(o.definition.as_deref())?;
+    fs_err::create_dir_all(&o.output)
         .with_context(|| format!("{}: cannot create output directory", o.output.display()))?;
     let repo = o.output.join("repo");
-    let composed = crate::compose::run(&crate::compose::Options {
-        treefile: o.treefile.clone(),
-        repo: repo.clone(),
-        cachedir: o.cachedir.clone(),
-        print_only: false,
-        dry_run: false,
-        force_nocache: false,
-        touch_if_changed: None,
-        write_composejson_to: Some(o.output.join("compose.json")),
-        threads: o.threads,
-        source_date_epoch: o.source_date_epoch,
-        gpg_sign: None,
-        gpg_homedir: None,
-    })?;
+    let mut compose = crate::compose::Options::new(o.treefile.clone(), repo.clone());
+    compose.cachedir = o.cachedir.clone();
+    compose.write_composejson_to = Some(o.output.join("compose.json"));
+    let composed = crate::compose::run(&compose)?;
     let commit = composed.commit.context("compose produced no commit")?;
-    let mut artifacts = Vec::new();
-    for format in &def.formats {
-        let ext = match format {
-            image::definition::Format::Raw => "raw",
-            image::definition::Format::Qcow2 => "qcow2",
-        };
-        let output = o.output.join(format!("{}.{ext}", def.name));
-        let mut art = image::build(&image::Options {
-            repo: repo.clone(),
-            ref_: composed.ref_.clone(),
-            definition: o.definition.clone(),
-            format: *format,
-            output: output.clone(),
-            remote_url: o.remote_url.clone(),
-            gpg_keyring: None,
-        })?;
-        art.sha256 = Some(image::sha256_file(&output)?);
-        artifacts.push(art);
+    let outputs: Vec<PathBuf> = def
+        .formats
+        .iter()
+        .map(|f| o.output.join(format!("{}.{}", def.name, f.extension())))
+        .collect();
+    let first = image::Options {
+        repo: repo.clone(),
+        ref_: composed.ref_.clone(),
+        definition: o.definition.clone(),
+        format: def.formats[0],
+        output: outputs[0].clone(),
+        remote_url: o.remote_url.clone(),
+        gpg_keyring: None,
+    };
+    let mut artifacts = image::build_formats(&first, &def.formats, &outputs)?;
+    for (art, out) in artifacts.iter_mut().zip(&outputs) {
+        art.sha256 = Some(image::sha256_file(out)?);
     }
-    let pxe = match &o.pxe {
-        None => None,
-        Some(p) => {
-            let dir = o.output.join("pxe");
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("{}: cannot replace", dir.display()))?;
-            }
-            let mut art = crate::provision::pxe::run(&crate::provision::pxe::Options {
-                repo: repo.clone(),
-                ref_: composed.ref_.clone(),
-                output: dir,
-                url: p.url.clone().unwrap_or_else(|| def.remote.url.clone()),
-                device: p.device.clone(),
-                pxe_url: p.pxe_url.clone(),
-                definition: Some(o.definition.clone()),
-                kargs: vec![],
-                installer_kargs: crate::provision::pxe::DEFAULT_INSTALLER_KARGS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                gpg_keyring: None,
-                update_url: p.update_url.clone(),
-                wipe: p.wipe,
-            })?;
-            art.directory = "pxe".into();
-            Some(art)
-        }
+    let pxe = if o.pxe.enabled {
+        Some(pxe(o, &repo, &composed.ref_)?)
+    } else {
+        None
     };
     let meta = Meta {
         ref_: composed.ref_,
@@ -129,4 +114,33 @@ pub fn run(o: &Options) -> Result<Meta> {
     let text = serde_json::to_string_pretty(&meta)? + "\n";
     write_atomic(&o.output.join("meta.json"), text.as_bytes())?;
     Ok(meta)
+}
+
+fn pxe(
+    o: &Options,
+    repo: &std::path::Path,
+    ref_: &str,
+) -> Result<crate::provision::pxe::Artifacts> {
+    let dir = o.output.join("pxe");
+    if dir.exists() {
+        fs_err::remove_dir_all(&dir)
+            .with_context(|| format!("{}: cannot replace", dir.display()))?;
+    }
+    let p = &o.pxe;
+    let mut art = crate::provision::pxe::run(&crate::provision::pxe::Options {
+        repo: repo.to_path_buf(),
+        ref_: ref_.to_string(),
+        output: dir,
+        url: p.url.clone(),
+        device: p.device.clone(),
+        pxe_url: p.pxe_url.clone(),
+        definition: o.definition.clone(),
+        kargs: vec![],
+        installer_kargs: vec![],
+        gpg_keyring: None,
+        update_url: p.update_url.clone(),
+        wipe: p.wipe,
+    })?;
+    art.directory = "pxe".into();
+    Ok(art)
 }

@@ -14,21 +14,61 @@ use crate::treefile::Treefile;
 use crate::util::fsutil::write_atomic;
 use crate::util::progress::step;
 
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// The treefile (rpm-ostree JSON format) to compose.
     pub treefile: PathBuf,
+    /// The ostree repo to commit into (an archive repo is created if missing).
+    #[arg(long)]
     pub repo: PathBuf,
+    /// Directory for downloaded packages and the work tree; a recompose with
+    /// the same cache downloads nothing again.
+    #[arg(long)]
     pub cachedir: Option<PathBuf>,
+    /// Print the flattened treefile (includes merged) as JSON and exit.
+    #[arg(long)]
     pub print_only: bool,
+    /// Resolve packages and compute the inputhash, but write nothing.
+    #[arg(long)]
     pub dry_run: bool,
+    /// Compose even when the inputhash matches the ref's last commit.
+    #[arg(long)]
     pub force_nocache: bool,
+    /// Create or update the mtime of FILE when a new commit is written.
+    #[arg(long, value_name = "FILE")]
     pub touch_if_changed: Option<PathBuf>,
+    /// Write the result (ref, commit, version, inputhash, ...) as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
     pub write_composejson_to: Option<PathBuf>,
-    pub threads: usize,
-    /// SOURCE_DATE_EPOCH, when set: commit timestamp and reproducible builds.
-    pub source_date_epoch: Option<i64>,
-    /// GPG key id to sign the commit with, and GnuPG's home directory.
+    /// Threads hashing and compressing objects during the commit
+    /// (default: the number of CPUs).
+    #[arg(long = "commit-threads", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Sign the commit with this GPG key id.
+    #[arg(long, value_name = "KEYID")]
     pub gpg_sign: Option<String>,
+    /// GnuPG home directory holding the signing key.
+    #[arg(long, value_name = "DIR", requires = "gpg_sign")]
     pub gpg_homedir: Option<PathBuf>,
+}
+
+impl Options {
+    /// Compose `treefile` into `repo` with every other setting at its default.
+    pub fn new(treefile: PathBuf, repo: PathBuf) -> Self {
+        Options {
+            treefile,
+            repo,
+            cachedir: None,
+            print_only: false,
+            dry_run: false,
+            force_nocache: false,
+            touch_if_changed: None,
+            write_composejson_to: None,
+            threads: None,
+            gpg_sign: None,
+            gpg_homedir: None,
+        }
+    }
 }
 
 /// The machine-readable result (`--write-composejson-to`, `--json`).
@@ -48,13 +88,41 @@ pub struct Outcome {
     pub seconds: f64,
 }
 
+impl Outcome {
+    /// The result for people (compose.json is the machine-readable one);
+    /// nothing for --print-only, which printed the treefile.
+    pub fn summary(&self, print_only: bool) -> Option<String> {
+        let commit = self.commit.as_deref().unwrap_or("-");
+        let version = self
+            .version
+            .as_deref()
+            .map(|v| format!(" (version {v})"))
+            .unwrap_or_default();
+        Some(if print_only {
+            return None;
+        } else if self.dry_run {
+            format!(
+                "Dry run: {} packages resolved, inputhash {} (the log says whether a commit would be written)",
+                self.packages, self.inputhash
+            )
+        } else if self.changed {
+            format!("Committed {commit} to {}{version}", self.ref_)
+        } else {
+            format!(
+                "No apparent changes since {commit} on {} (inputhash {}); nothing written. --force-nocache composes anyway.",
+                self.ref_, self.inputhash
+            )
+        })
+    }
+}
+
 /// SHA-256 inputs that are not in the treefile itself: referenced files and
 /// keelson's own binary (it is embedded in the tree, along with the dracut
 /// module compiled into it).
 fn blobs_for(tf: &Treefile, agent: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for f in tf.referenced_files() {
-        let bytes = std::fs::read(&f).with_context(|| {
+        let bytes = fs_err::read(&f).with_context(|| {
             format!("{}: cannot read (referenced by the treefile)", f.display())
         })?;
         let label = crate::treefile::relative_path(&tf.basedir, &f)
@@ -62,7 +130,7 @@ fn blobs_for(tf: &Treefile, agent: &Path) -> Result<Vec<(String, Vec<u8>)>> {
             .to_string();
         out.push((label, bytes));
     }
-    let bin = std::fs::read(agent)
+    let bin = fs_err::read(agent)
         .with_context(|| format!("{}: cannot read the keelson binary", agent.display()))?;
     out.push(("keelson-agent".into(), bin));
     Ok(out)
@@ -89,23 +157,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let backend = DebBackend::new(&tf)?;
     let agent = std::env::current_exe().context("locating the keelson binary")?;
 
-    let scratch_parent = match &opts.cachedir {
-        Some(c) => {
-            std::fs::create_dir_all(c)
-                .with_context(|| format!("{}: cannot create cache directory", c.display()))?;
-            c.clone()
-        }
-        None => std::env::temp_dir(),
-    };
-    let scratch = tempfile::Builder::new()
-        .prefix("keelson-compose-")
-        .tempdir_in(&scratch_parent)
-        .with_context(|| {
-            format!(
-                "{}: cannot create a work directory",
-                scratch_parent.display()
-            )
-        })?;
+    let scratch_parent = opts.cachedir.clone().unwrap_or_else(std::env::temp_dir);
+    let scratch = crate::workdir::WorkDir::create(&scratch_parent)?;
 
     let previous = match commit::open_existing(&opts.repo)? {
         Some(repo) => commit::previous(&repo, &tf.ref_)?,
@@ -160,11 +213,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         return Ok(out);
     }
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64;
-    let sde = opts.source_date_epoch.unwrap_or(now);
+    let sde = commit::timestamp(None)? as i64;
 
     let rootfs = scratch.path().join("rootfs");
     let debcache = opts.cachedir.as_ref().map(|c| c.join("debs"));
@@ -172,16 +221,20 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let installed = step("installing packages (mmdebstrap)", || {
         backend.install(&rootfs, debcache.as_deref(), seed.as_deref())
     })?;
-    if installed.len() != resolved.len() {
+    let (only_resolved, only_installed) = crate::backend::deb::unexpected(&resolved, &installed);
+    if !only_resolved.is_empty() || !only_installed.is_empty() {
         tracing::warn!(
-            "installed {} packages but resolved {} beforehand (did the mirror change?)",
-            installed.len(),
-            resolved.len()
+            "the installed packages differ from those resolved beforehand (did the mirror change?): not installed: [{}]; not resolved: [{}]",
+            only_resolved.join(", "),
+            only_installed.join(", ")
         );
     }
+    let installed = installed.packages;
 
+    let tree = crate::util::tree::Tree::open(&rootfs)?;
     let ctx = postprocess::Ctx {
         root: &rootfs,
+        tree: &tree,
         tf: &tf,
         version: next_version.clone(),
         previous_passwd: previous.as_ref().and_then(|p| p.passwd.clone()),
@@ -221,7 +274,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
                 metadata: &meta,
                 subject: &subject,
                 timestamp,
-                threads: opts.threads,
+                threads: crate::util::threads(opts.threads),
                 gpg: opts.gpg_sign.as_deref().map(|key_id| commit::GpgSign {
                     key_id,
                     homedir: opts.gpg_homedir.as_deref(),
@@ -265,13 +318,13 @@ fn passwd_seed(
     else {
         return Ok(None);
     };
-    if !tf.preserve_passwd {
+    if !tf.preserve_passwd.get() {
         return Ok(None);
     }
     let dir = scratch.join("passwd-seed");
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("passwd"), passwd)?;
-    std::fs::write(dir.join("group"), group)?;
+    fs_err::create_dir_all(&dir)?;
+    fs_err::write(dir.join("passwd"), passwd)?;
+    fs_err::write(dir.join("group"), group)?;
     Ok(Some(dir))
 }
 

@@ -6,6 +6,7 @@
 pub mod backend;
 pub mod boot;
 pub mod build;
+pub mod cli;
 pub mod commit;
 pub mod compose;
 pub mod image;
@@ -17,3 +18,4 @@ pub mod reserve;
 pub mod treefile;
 pub mod util;
 pub mod vm;
+pub mod workdir;

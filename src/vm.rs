@@ -22,26 +22,45 @@ pub const FAILURE_PATTERNS: &[&str] = &[
     "dracut: Refusing to continue",
 ];
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// The disk image (raw or qcow2).
     pub image: PathBuf,
+    /// Firmware to boot with.
+    #[arg(long, value_enum, default_value = "uefi")]
     pub firmware: Firmware,
+    /// Guest memory in MiB.
+    #[arg(long = "memory", default_value_t = 2048)]
     pub memory_mib: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
     pub cpus: u32,
+    /// Use KVM instead of TCG emulation (only where /dev/kvm works).
+    #[arg(long)]
     pub kvm: bool,
-    /// Discard writes to the disk (qemu -snapshot).
+    /// Discard the guest's writes to the image (qemu -snapshot).
+    #[arg(long)]
     pub snapshot: bool,
-    /// Serial console to this file instead of the terminal.
+    /// Write the serial console to FILE instead of this terminal.
+    #[arg(long, value_name = "FILE")]
     pub serial_log: Option<PathBuf>,
-    /// With a serial log: stop successfully once this text appears.
+    /// With --serial-log: succeed as soon as TEXT appears on the console.
+    #[arg(long, value_name = "TEXT", requires = "serial_log")]
     pub expect: Option<String>,
-    pub timeout: Duration,
+    /// With --serial-log: give up after this many seconds.
+    #[arg(long = "timeout", value_name = "SECONDS", default_value_t = 600)]
+    pub timeout_secs: u64,
     /// Extra disks (virtio), e.g. an update repo image.
+    #[arg(long = "disk", value_name = "IMAGE")]
     pub extra_disks: Vec<PathBuf>,
-    /// Boot from the network first: QEMU's TFTP server serves this
-    /// directory and its DHCP names `bootfile` (e.g. boot.ipxe for the
+    /// Boot from the network first, QEMU's TFTP server serving DIR (e.g. the
+    /// output of `keelson pxe`).
+    #[arg(long, value_name = "DIR")]
+    pub netboot: Option<PathBuf>,
+    /// With --netboot: the boot file QEMU's DHCP names (boot.ipxe for the
     /// iPXE ROM QEMU's NICs carry).
-    pub netboot: Option<(PathBuf, String)>,
+    #[arg(long, default_value = "boot.ipxe", requires = "netboot")]
+    pub bootfile: String,
 }
 
 #[derive(Debug)]
@@ -51,12 +70,13 @@ pub struct Outcome {
     pub log: String,
 }
 
+/// qcow2 or raw, from the first 4 bytes (only those are read).
 fn image_format(p: &Path) -> &'static str {
-    match std::fs::read(p)
-        .ok()
-        .and_then(|b| b.get(..4).map(|m| m.to_vec()))
-    {
-        Some(m) if m == b"QFI\xfb" => "qcow2",
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let read = std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut magic));
+    match read {
+        Ok(()) if &magic == b"QFI\xfb" => "qcow2",
         _ => "raw",
     }
 }
@@ -78,10 +98,11 @@ fn command(o: &Options, vars: Option<&Path>) -> Command {
     }
     c.args(["-display", "none", "-no-reboot", "-nic"]);
     match &o.netboot {
-        Some((dir, bootfile)) => {
+        Some(dir) => {
             c.arg(format!(
-                "user,model=virtio-net-pci,tftp={},bootfile={bootfile}",
-                dir.display()
+                "user,model=virtio-net-pci,tftp={},bootfile={}",
+                dir.display(),
+                o.bootfile
             ));
             c.args(["-boot", "order=n"]);
         }
@@ -138,7 +159,7 @@ pub fn run(o: &Options) -> Result<Outcome> {
     let vars = match o.firmware {
         Firmware::Uefi => {
             let v = work.path().join("OVMF_VARS.fd");
-            std::fs::copy(OVMF_VARS, &v)
+            fs_err::copy(OVMF_VARS, &v)
                 .with_context(|| format!("{OVMF_VARS}: OVMF missing (package ovmf)"))?;
             Some(v)
         }
@@ -172,7 +193,7 @@ pub fn run(o: &Options) -> Result<Outcome> {
 
 fn watch(child: &mut Child, log: &Path, o: &Options, start: Instant) -> Result<Outcome> {
     loop {
-        let text = std::fs::read(log)
+        let text = fs_err::read(log)
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         let seconds = start.elapsed().as_secs_f64();
@@ -211,11 +232,11 @@ fn watch(child: &mut Child, log: &Path, o: &Options, start: Instant) -> Result<O
                 crate::util::cmd::tail(&text, 30)
             );
         }
-        if start.elapsed() > o.timeout {
+        if start.elapsed().as_secs() > o.timeout_secs {
             bail!(
                 "no {:?} on the serial console within {}s\n{}",
                 o.expect.as_deref().unwrap_or("power-off"),
-                o.timeout.as_secs(),
+                o.timeout_secs,
                 crate::util::cmd::tail(&text, 30)
             );
         }

@@ -160,3 +160,63 @@ fn example_without_its_apt_key_names_the_field() {
     );
     assert!(!repo.exists(), "no repo written");
 }
+
+/// `--print-only` prints a treefile: read back, it flattens to the same
+/// result, for every shipped treefile that loads (the kubelet example needs
+/// a key file the user fetches first).
+#[test]
+fn print_only_output_reads_back_to_the_same_treefile() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![];
+    for dir in [
+        "treefiles",
+        "treefiles/examples",
+        "tests/fixtures",
+        "tests/fixtures/ab",
+    ] {
+        for e in std::fs::read_dir(root.join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "json") {
+                files.push(p);
+            }
+        }
+    }
+    let print = |tf: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_keelson"))
+            .args(["compose", "--print-only", "--repo", "/nonexistent/repo"])
+            .arg(tf)
+            .output()
+            .unwrap()
+    };
+    let mut checked = 0;
+    for f in &files {
+        let first = print(f);
+        if !first.status.success() {
+            let err = String::from_utf8_lossy(&first.stderr);
+            assert!(err.contains("signed-by"), "{}: {err}", f.display());
+            continue;
+        }
+        // Beside the original: add-files sources are relative to its directory.
+        let copy = f.with_file_name(format!(
+            ".roundtrip-{}",
+            f.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&copy, &first.stdout).unwrap();
+        let second = print(&copy);
+        std::fs::remove_file(&copy).unwrap();
+        assert!(
+            second.status.success(),
+            "{} printed a treefile keelson refuses:\n{}",
+            f.display(),
+            String::from_utf8_lossy(&second.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&first.stdout),
+            String::from_utf8_lossy(&second.stdout),
+            "{}: the round trip changed the treefile",
+            f.display()
+        );
+        checked += 1;
+    }
+    assert!(checked >= 4, "{checked} of {files:?}");
+}

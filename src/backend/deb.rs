@@ -11,6 +11,21 @@ use crate::util::cmd::Cmd;
 /// Debian 12 unless the treefile names a suite.
 pub const DEFAULT_SUITE: &str = "bookworm";
 
+/// mmdebstrap mounts /proc, /sys, /dev/pts and /dev/shm inside the tree:
+/// in a mount namespace of its own they die with it, even when keelson is
+/// killed (the PID namespace takes every apt and dpkg with mmdebstrap,
+/// and --kill-child takes mmdebstrap with unshare).
+const PRIVATE_NAMESPACES: &[&str] = &[
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "--pid",
+    "--fork",
+    "--kill-child",
+    "--",
+];
+
 /// Everything mmdebstrap needs, derived from the treefile.
 pub struct DebBackend {
     suite: String,
@@ -38,10 +53,7 @@ impl DebBackend {
             tf.deb.components.as_deref(),
             etc_apt,
         )?;
-        lines.extend(sources::extra(
-            tf.deb.extra_sources.as_deref().unwrap_or_default(),
-            &tf.basedir,
-        ));
+        lines.extend(sources::extra(&tf.deb.extra_sources, &tf.basedir));
         Ok(DebBackend {
             variant: tf.deb.variant.clone().unwrap_or_else(|| "minbase".into()),
             sources_text: sources::render(&lines),
@@ -79,7 +91,7 @@ impl DebBackend {
             .arg("-")
             .output()
             .context("packages: cannot resolve the package set (mmdebstrap --simulate)")?;
-        let _ = std::fs::remove_dir_all(&target);
+        let _ = fs_err::remove_dir_all(&target);
         let text = String::from_utf8_lossy(&out.stdout).into_owned()
             + &String::from_utf8_lossy(&out.stderr);
         let pkgs = parse_simulated(&text);
@@ -104,7 +116,7 @@ impl DebBackend {
         rootfs: &Path,
         debcache: Option<&Path>,
         passwd_seed: Option<&Path>,
-    ) -> Result<Vec<Package>> {
+    ) -> Result<Installed> {
         let mut c = self.base_cmd();
         if let Some(seed) = passwd_seed {
             c = c.arg("--setup-hook=mkdir -p \"$1\"/etc").arg(format!(
@@ -117,7 +129,7 @@ impl DebBackend {
         // when INITRD=No. The real one is built later, inside the tree.
         c = c.env("INITRD", "No");
         if let Some(cache) = debcache {
-            std::fs::create_dir_all(cache)
+            fs_err::create_dir_all(cache)
                 .with_context(|| format!("{}: cannot create the package cache", cache.display()))?;
             let cache = cache.canonicalize()?;
             c = c
@@ -132,13 +144,74 @@ impl DebBackend {
                     cache.display()
                 ));
         }
-        c.arg(&self.suite)
-            .arg(rootfs)
-            .arg("-")
-            .run()
-            .context("packages: installation failed (mmdebstrap)")?;
-        installed_packages(rootfs)
+        // mmdebstrap's cleanup removes dpkg's log: keep a copy beside the tree.
+        let log = rootfs.with_extension("dpkg.log");
+        c.arg(format!(
+            "--customize-hook=cp \"$1\"/var/log/dpkg.log {}",
+            shell_quote(&log.display().to_string())
+        ))
+        .arg(&self.suite)
+        .arg(rootfs)
+        .arg("-")
+        .under(PRIVATE_NAMESPACES)
+        .run()
+        .context("packages: installation failed (mmdebstrap)")?;
+        let log = fs_err::read_to_string(&log)
+            .with_context(|| format!("{}: cannot read dpkg's log", log.display()))?;
+        Ok(Installed {
+            packages: installed_packages(rootfs)?,
+            disappeared: parse_disappeared(&log),
+        })
     }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// What the package step left in the tree.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Installed {
+    pub packages: Vec<Package>,
+    /// Packages apt installed and dpkg then dropped because other packages
+    /// replaced all their files (bookworm's transitional lsb-base): resolved,
+    /// but never in the installed list.
+    pub disappeared: Vec<String>,
+}
+
+/// Pure: the packages dpkg's log leaves "not-installed" after having
+/// installed them (`DATE TIME status not-installed NAME:ARCH <none>`):
+/// packages that disappeared because nothing of theirs was left (all files
+/// replaced by another package, or filtered out by path-exclude).
+pub fn parse_disappeared(dpkg_log: &str) -> Vec<String> {
+    let mut last: std::collections::BTreeMap<&str, &str> = Default::default();
+    for line in dpkg_log.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if let [_, _, "status", state, pkg, ..] = f.as_slice() {
+            last.insert(pkg.split(':').next().unwrap_or(pkg), state);
+        }
+    }
+    last.into_iter()
+        .filter(|(_, s)| *s == "not-installed")
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
+/// Pure: what differs between the resolved and the installed package sets
+/// once disappeared packages are accounted for: (only resolved, only
+/// installed), as `name:arch=version`.
+pub fn unexpected(resolved: &[Package], installed: &Installed) -> (Vec<String>, Vec<String>) {
+    use std::collections::BTreeSet;
+    let r: BTreeSet<String> = resolved
+        .iter()
+        .filter(|p| !installed.disappeared.contains(&p.name))
+        .map(|p| p.to_string())
+        .collect();
+    let i: BTreeSet<String> = installed.packages.iter().map(|p| p.to_string()).collect();
+    (
+        r.difference(&i).cloned().collect(),
+        i.difference(&r).cloned().collect(),
+    )
 }
 
 /// `--include` entries: requested packages plus `name-` for every excluded
@@ -153,13 +226,16 @@ fn include_list(tf: &Treefile) -> Vec<String> {
 }
 
 fn apt_opts(tf: &Treefile) -> Vec<String> {
-    vec![format!("Apt::Install-Recommends \"{}\"", tf.recommends)]
+    vec![format!(
+        "Apt::Install-Recommends \"{}\"",
+        tf.recommends.get()
+    )]
 }
 
 /// Documentation filters as dpkg path-excludes (copyright files stay: they
 /// are licences, not docs).
 fn dpkg_opts(tf: &Treefile) -> Vec<String> {
-    if tf.documentation {
+    if tf.documentation.get() {
         return vec![];
     }
     [
@@ -239,6 +315,29 @@ pub fn installed_packages(rootfs: &Path) -> Result<Vec<Package>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disappeared_packages_are_not_a_mirror_change() {
+        let text = "2026-12-01 09:24:50 status unpacked lsb-base:all 11.6\n\
+            2026-12-01 09:24:50 status installed lsb-base:all 11.6\n\
+            2026-12-01 09:24:50 status installed a:amd64 1\n\
+            2026-12-01 09:24:51 status not-installed lsb-base:all <none>\n\
+            2026-12-01 09:24:52 status not-installed x:amd64 <none>\n\
+            2026-12-01 09:24:53 status installed x:amd64 2\n";
+        assert_eq!(parse_disappeared(text), ["lsb-base"]);
+        let p = |n: &str| Package {
+            name: n.into(),
+            version: "1".into(),
+            arch: "all".into(),
+        };
+        let installed = Installed {
+            packages: vec![p("a"), p("c")],
+            disappeared: parse_disappeared(text),
+        };
+        let (only_r, only_i) = unexpected(&[p("a"), p("lsb-base"), p("b")], &installed);
+        assert_eq!(only_r, ["b:all=1"]);
+        assert_eq!(only_i, ["c:all=1"]);
+    }
 
     #[test]
     fn simulated_lines() {

@@ -158,13 +158,13 @@ pub fn host_sources(etc_apt: &Path) -> Result<Vec<SourceLine>> {
     let mut out = Vec::new();
     let main = etc_apt.join("sources.list");
     if main.exists() {
-        let text = std::fs::read_to_string(&main)
+        let text = fs_err::read_to_string(&main)
             .with_context(|| format!("{}: cannot read", main.display()))?;
         out.extend(parse_one_line(&text));
     }
     let dir = etc_apt.join("sources.list.d");
     if dir.is_dir() {
-        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        let mut entries: Vec<_> = fs_err::read_dir(&dir)
             .with_context(|| format!("{}: cannot list", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .collect();
@@ -182,7 +182,7 @@ pub fn host_sources(etc_apt: &Path) -> Result<Vec<SourceLine>> {
             } else {
                 continue;
             };
-            let text = std::fs::read_to_string(&p)
+            let text = fs_err::read_to_string(&p)
                 .with_context(|| format!("{}: cannot read", p.display()))?;
             out.extend(parse(&text));
         }
@@ -300,7 +300,7 @@ mod tests {
     #[test]
     fn no_host_source_is_a_clear_error() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(
+        fs_err::write(
             d.path().join("sources.list"),
             "deb http://a/debian bookworm main\n",
         )

@@ -66,12 +66,12 @@ pub fn sort_for_menu(mut entries: Vec<Entry>) -> Vec<Entry> {
 pub fn read_dir(dir: &std::path::Path) -> Result<Vec<Entry>> {
     use anyhow::Context;
     let mut out = Vec::new();
-    let rd = std::fs::read_dir(dir)
+    let rd = fs_err::read_dir(dir)
         .with_context(|| format!("{}: cannot read boot loader entries", dir.display()))?;
     for e in rd {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "conf") {
-            let text = std::fs::read_to_string(&p)
+            let text = fs_err::read_to_string(&p)
                 .with_context(|| format!("{}: cannot read", p.display()))?;
             out.push(parse(&p.display().to_string(), &text)?);
         }

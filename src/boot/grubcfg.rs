@@ -61,31 +61,27 @@ mod tests {
             "/src/boot/testdata/grub.cfg.golden"
         );
         if std::env::var_os("KEELSON_UPDATE_GOLDEN").is_some() {
-            std::fs::write(golden, &got).unwrap();
+            fs_err::write(golden, &got).unwrap();
         }
-        assert_eq!(got, std::fs::read_to_string(golden).unwrap());
+        assert_eq!(got, fs_err::read_to_string(golden).unwrap());
     }
 
     #[test]
     fn mkconfig_writes_beside_entries() {
         let d = tempfile::tempdir().unwrap();
         let loader = d.path().join("loader.1");
-        std::fs::create_dir_all(loader.join("entries")).unwrap();
-        std::fs::write(
+        fs_err::create_dir_all(loader.join("entries")).unwrap();
+        fs_err::write(
             loader.join("entries/ostree-1-k.conf"),
             "title T\nversion 1\nlinux /v\n",
         )
         .unwrap();
         let out = loader.join("grub.cfg");
         mkconfig(&["-o".into(), out.display().to_string()]).unwrap();
-        assert!(
-            std::fs::read_to_string(&out)
-                .unwrap()
-                .contains("linux /v\n")
-        );
+        assert!(fs_err::read_to_string(&out).unwrap().contains("linux /v\n"));
         let e = mkconfig(&["--bogus".into()]).unwrap_err().to_string();
         assert!(e.starts_with("usage: grub-mkconfig"), "{e}");
-        std::fs::remove_file(loader.join("entries/ostree-1-k.conf")).unwrap();
+        fs_err::remove_file(loader.join("entries/ostree-1-k.conf")).unwrap();
         let e = mkconfig(&["-o".into(), out.display().to_string()])
             .unwrap_err()
             .to_string();

@@ -31,7 +31,7 @@ pub fn open_or_create(path: &Path) -> Result<ostree::Repo> {
         repo.open(gio::Cancellable::NONE)
             .with_context(|| format!("{}: cannot open ostree repo", path.display()))?;
     } else {
-        std::fs::create_dir_all(path)
+        fs_err::create_dir_all(path)
             .with_context(|| format!("{}: cannot create repo directory", path.display()))?;
         repo.create(ostree::RepoMode::Archive, gio::Cancellable::NONE)
             .with_context(|| format!("{}: cannot create archive repo", path.display()))?;
@@ -50,10 +50,101 @@ pub fn open_existing(path: &Path) -> Result<Option<ostree::Repo>> {
     Ok(Some(repo))
 }
 
-fn read_text(root: &gio::File, path: &str) -> Option<String> {
-    let f = root.resolve_relative_path(path);
-    let (bytes, _) = f.load_contents(gio::Cancellable::NONE).ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+/// A regular file's text from a commit. Read through the content object:
+/// `g_file_load_contents` on a repo file asks the stream it gets for file
+/// info, which libostree's stream is not, and GLib logs a CRITICAL.
+fn read_text(repo: &ostree::Repo, root: &gio::File, path: &str) -> Option<String> {
+    use std::io::Read;
+    let f = root
+        .resolve_relative_path(path)
+        .downcast::<ostree::RepoFile>()
+        .ok()?;
+    f.ensure_resolved().ok()?;
+    let checksum = f.checksum();
+    let (stream, _, _) = repo.load_file(&checksum, gio::Cancellable::NONE).ok()?;
+    let mut text = String::new();
+    stream?.into_read().read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
+/// SOURCE_DATE_EPOCH from the environment (the build side's one reproducible
+/// clock): `None` when unset or empty.
+pub fn source_date_epoch() -> Result<Option<u64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH: {v:?} is not a number of seconds")),
+        _ => Ok(None),
+    }
+}
+
+/// The commit timestamp: the one given, else SOURCE_DATE_EPOCH, else now.
+pub fn timestamp(explicit: Option<u64>) -> Result<u64> {
+    if let Some(t) = explicit {
+        return Ok(t);
+    }
+    if let Some(t) = source_date_epoch()? {
+        return Ok(t);
+    }
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("clock before 1970")?
+        .as_secs())
+}
+
+/// `keelson commit`: an already ostree-shaped directory into a repo.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DirOptions {
+    /// The directory to commit.
+    pub dir: std::path::PathBuf,
+    /// The ostree repo to commit into (an archive repo is created if missing).
+    #[arg(long)]
+    pub repo: std::path::PathBuf,
+    /// The ref (branch) to point at the new commit.
+    #[arg(long, short = 'b')]
+    pub branch: String,
+    /// Commit subject line.
+    #[arg(long, short = 's', default_value = "keelson commit")]
+    pub subject: String,
+    /// Threads hashing and compressing objects (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Commit timestamp in seconds since the epoch (default:
+    /// SOURCE_DATE_EPOCH, else now).
+    #[arg(long, value_name = "SECONDS")]
+    pub timestamp: Option<u64>,
+    /// Sign the commit with this GPG key id.
+    #[arg(long, value_name = "KEYID")]
+    pub gpg_sign: Option<String>,
+    /// GnuPG home directory holding the signing key.
+    #[arg(long, value_name = "DIR", requires = "gpg_sign")]
+    pub gpg_homedir: Option<std::path::PathBuf>,
+}
+
+/// Commit `o.dir` on top of the branch's current commit; returns the checksum.
+pub fn commit_dir(o: &DirOptions) -> Result<String> {
+    let ts = timestamp(o.timestamp)?;
+    let repo = open_or_create(&o.repo)?;
+    let parent = previous(&repo, &o.branch)?.map(|p| p.checksum);
+    let meta = glib::VariantDict::new(None).end();
+    write(
+        &repo,
+        &Request {
+            ref_: &o.branch,
+            parent: parent.as_deref(),
+            rootfs: &o.dir,
+            metadata: &meta,
+            subject: &o.subject,
+            timestamp: ts,
+            threads: crate::util::threads(o.threads),
+            gpg: o.gpg_sign.as_deref().map(|key_id| GpgSign {
+                key_id,
+                homedir: o.gpg_homedir.as_deref(),
+            }),
+        },
+    )
 }
 
 /// The ref's current commit and what keelson recorded in it.
@@ -76,8 +167,8 @@ pub fn previous(repo: &ostree::Repo, ref_: &str) -> Result<Option<Previous>> {
         version: get("version"),
         inputhash: get(metadata::INPUTHASH),
         timestamp,
-        passwd: read_text(&root, "usr/etc/passwd"),
-        group: read_text(&root, "usr/etc/group"),
+        passwd: read_text(repo, &root, "usr/etc/passwd"),
+        group: read_text(repo, &root, "usr/etc/group"),
     }))
 }
 

@@ -11,8 +11,8 @@
 //! names, so the order threads finish in cannot change any checksum: the
 //! result is the checksum `ostree commit --tree=dir=` gives.
 
+use fs_err as fs;
 use std::collections::HashMap;
-use std::fs;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -32,7 +32,7 @@ struct Job {
 enum Node {
     Dir {
         rel: Vec<String>,
-        meta: fs::Metadata,
+        meta: std::fs::Metadata,
         path: PathBuf,
     },
     /// A content object to write (`job` indexes the job list), or a
@@ -186,7 +186,7 @@ fn write_contents(repo: &ostree::Repo, jobs: Vec<Job>, threads: usize) -> Result
     })
 }
 
-fn file_info(m: &fs::Metadata, symlink_target: Option<&str>) -> gio::FileInfo {
+fn file_info(m: &std::fs::Metadata, symlink_target: Option<&str>) -> gio::FileInfo {
     let info = gio::FileInfo::new();
     let ft = m.file_type();
     let kind = if ft.is_dir() {

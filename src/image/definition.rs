@@ -26,6 +26,15 @@ pub enum Format {
     Qcow2,
 }
 
+impl Format {
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Qcow2 => "qcow2",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Partitions {
@@ -75,9 +84,20 @@ pub const ROOT_X86_64_GUID: &str = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709";
 
 impl Definition {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
+        let text = fs_err::read_to_string(path)
             .with_context(|| format!("{}: cannot read image definition", path.display()))?;
         Self::parse(&path.display().to_string(), &text)
+    }
+
+    /// The given definition file, or the built-in images/default.json.
+    pub fn load_or_builtin(path: Option<&Path>) -> Result<Self> {
+        match path {
+            Some(p) => Self::load(p),
+            None => Self::parse(
+                "images/default.json (built in)",
+                include_str!("../../images/default.json"),
+            ),
+        }
     }
 
     pub fn parse(name: &str, text: &str) -> Result<Self> {
@@ -254,7 +274,7 @@ mod tests {
     fn shipped_definitions_parse() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("images");
         let mut n = 0;
-        for e in std::fs::read_dir(dir).unwrap() {
+        for e in fs_err::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
             if p.extension().is_some_and(|x| x == "json") {
                 Definition::load(&p).unwrap();

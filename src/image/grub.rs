@@ -88,8 +88,8 @@ pub fn bios_images(
     let moddir = tree.join("usr/lib/grub/i386-pc");
     let core = work.join("core.img");
     mkimage("i386-pc", &moddir, early, &core, BIOS_MODULES)?;
-    let mut core = std::fs::read(&core)?;
-    let mut boot = std::fs::read(moddir.join("boot.img")).context("reading GRUB's boot.img")?;
+    let mut core = fs_err::read(&core)?;
+    let mut boot = fs_err::read(moddir.join("boot.img")).context("reading GRUB's boot.img")?;
     patch_bios(&mut boot, &mut core, core_lba)?;
     Ok((boot, core))
 }

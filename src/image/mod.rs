@@ -3,28 +3,46 @@
 //! by `mkfs.ext4 -d` and mtools, GPT by sfdisk, GRUB for UEFI and BIOS.
 
 pub mod definition;
+pub mod disk;
 pub mod grub;
+pub mod reproducible;
 pub mod sysroot;
 
-use std::fs;
+use fs_err as fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use crate::util::cmd::Cmd;
 use crate::util::progress::step;
-use definition::{Definition, Firmware, Format, Part};
+use definition::{Definition, Format, Part};
 
 const FSTAB_TEMPLATE: &str = include_str!("templates/fstab.tera");
 
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// The ostree repo holding the commit.
+    #[arg(long)]
     pub repo: PathBuf,
+    /// The ref to install (the node follows REMOTE:REF for updates).
+    #[arg(long = "ref", value_name = "REF")]
     pub ref_: String,
-    pub definition: PathBuf,
+    /// Image definition: partitions, kernel arguments, firmware, remote
+    /// (default: the built-in images/default.json).
+    #[arg(long)]
+    pub definition: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "qcow2")]
     pub format: Format,
+    /// The image file to write (appears only when complete).
+    #[arg(long, short = 'o')]
     pub output: PathBuf,
+    /// URL of the node's update remote (default: the definition's).
+    #[arg(long)]
     pub remote_url: Option<String>,
-    /// GPG keyring for the node's remote: updates must be signed by it.
+    /// GPG public keyring for the node's remote: the node then refuses
+    /// updates not signed by one of its keys.
+    #[arg(long, value_name = "FILE")]
     pub gpg_keyring: Option<PathBuf>,
 }
 
@@ -52,12 +70,8 @@ pub(crate) fn resolve(repo: &Path, ref_: &str) -> Result<String> {
         .with_context(|| format!("--ref {ref_}: no such ref in {}", repo.display()))
 }
 
-fn mib(bytes: u64) -> u64 {
-    bytes / (1024 * 1024)
-}
-
 /// Disk usage of `dir` in MiB (hardlinks counted once).
-fn du_mib(dir: &Path) -> Result<u64> {
+pub(crate) fn du_mib(dir: &Path) -> Result<u64> {
     let out = Cmd::new("du")
         .args(["-s", "--block-size=1M"])
         .arg(dir)
@@ -68,24 +82,6 @@ fn du_mib(dir: &Path) -> Result<u64> {
         .with_context(|| format!("du {}: unexpected output {out:?}", dir.display()))
 }
 
-/// Build an ext4 filesystem from `dir` straight into the disk at the
-/// partition's offset: no separate image to copy.
-fn mkfs_ext4(disk: &Path, p: &Part, label: &str, uuid: &str, dir: &Path) -> Result<()> {
-    let size = p.size;
-    Cmd::new("mkfs.ext4")
-        .args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid])
-        // The disk file is fresh and sparse: nothing to discard.
-        .arg("-E")
-        .arg(format!("offset={},nodiscard", p.start))
-        .arg("-d")
-        .arg(dir)
-        .arg(disk)
-        .arg(format!("{}k", size / 1024))
-        .run()
-        .with_context(|| format!("building the {label} filesystem"))?;
-    Ok(())
-}
-
 /// `mkfs.fat` for an ESP: FAT32 (what UEFI expects on disks) with 512-byte
 /// clusters, so a 127 MiB ESP has enough clusters to be valid FAT32. The
 /// caller adds the target.
@@ -94,20 +90,32 @@ pub(crate) fn mkfs_esp_cmd(volid: &str) -> Cmd {
 }
 
 /// The FAT ESP, also written in place (mtools address it as `disk@@offset`).
-fn mkfs_esp(disk: &Path, p: &Part, volid: &str, efi: Option<&Path>) -> Result<()> {
-    mkfs_esp_cmd(volid)
-        .arg(format!("--offset={}", p.start / 512))
+/// With `epoch`, mkfs.fat's `--invariant` and mtools' SOURCE_DATE_EPOCH
+/// make the ESP's bytes reproducible.
+fn mkfs_esp(
+    disk: &Path,
+    p: &Part,
+    volid: &str,
+    efi: Option<&Path>,
+    epoch: Option<u64>,
+) -> Result<()> {
+    let mut mkfs = mkfs_esp_cmd(volid);
+    if epoch.is_some() {
+        mkfs = mkfs.arg("--invariant");
+    }
+    mkfs.arg(format!("--offset={}", p.start / 512))
         .arg(disk)
         .arg((p.size / 1024).to_string())
         .run()
         .context("building the ESP")?;
     if let Some(efi) = efi {
         let i = format!("{}@@{}", disk.display(), p.start);
-        Cmd::new("mmd")
-            .args(["-i", &i, "::/EFI", "::/EFI/BOOT"])
-            .run()?;
-        Cmd::new("mcopy")
-            .args(["-i", &i])
+        let mtools = |c: Cmd| match epoch {
+            Some(t) => c.env("SOURCE_DATE_EPOCH", t.to_string()),
+            None => c,
+        };
+        mtools(Cmd::new("mmd").args(["-i", &i, "::/EFI", "::/EFI/BOOT"])).run()?;
+        mtools(Cmd::new("mcopy").args(["-i", &i]))
             .arg(efi)
             .arg("::/EFI/BOOT/BOOTX64.EFI")
             .run()
@@ -122,10 +130,6 @@ pub(crate) fn write_at(disk: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
     f.seek(SeekFrom::Start(offset))?;
     f.write_all(bytes)?;
     Ok(())
-}
-
-pub(crate) fn random_uuid() -> String {
-    uuid::Uuid::new_v4().to_string()
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
@@ -152,130 +156,109 @@ pub(crate) fn part<'a>(layout: &'a [Part], name: &str) -> &'a Part {
 
 /// Build the image; the output file appears only when complete.
 pub fn build(opts: &Options) -> Result<Artifact> {
-    let def = Definition::load(&opts.definition)?;
+    let mut arts = build_formats(opts, &[opts.format], &[opts.output.clone()])?;
+    Ok(arts.remove(0))
+}
+
+/// The plan for an image of `commit`: ids derived from the commit and the
+/// definition, so the same inputs give the same bytes.
+fn plan(opts: &Options, def: &Definition, commit: &str) -> Result<disk::Plan> {
     let layout = def.layout()?;
+    let def_json = serde_json::to_string(def)?;
+    let url = opts
+        .remote_url
+        .clone()
+        .unwrap_or_else(|| def.remote.url.clone());
+    Ok(disk::Plan {
+        ids: disk::Ids::derived(&format!("{commit}\0{def_json}\0{url}"), layout.len()),
+        layout,
+        source: disk::Source::Local(opts.repo.clone()),
+        ref_: opts.ref_.clone(),
+        commit: commit.to_string(),
+        osname: def.osname.clone(),
+        remote: def.remote.name.clone(),
+        pull_url: url.clone(),
+        update_url: url,
+        keyring: opts.gpg_keyring.clone(),
+        extra_kargs: vec![],
+        // Filesystem timestamps: SOURCE_DATE_EPOCH, else the commit's time.
+        source_date_epoch: Some(match crate::commit::source_date_epoch()? {
+            Some(t) => t,
+            None => commit_time(&opts.repo, commit)?,
+        }),
+        def: def.clone(),
+    })
+}
+
+/// Write the raw disk once, then one output per format (`outputs[i]` for
+/// `formats[i]`); each output appears only when complete.
+pub fn build_formats(
+    opts: &Options,
+    formats: &[Format],
+    outputs: &[PathBuf],
+) -> Result<Vec<Artifact>> {
+    let def = Definition::load_or_builtin(opts.definition.as_deref())?;
     if let Some(k) = &opts.gpg_keyring
         && !k.is_file()
     {
         bail!("--gpg-keyring {}: no such file", k.display());
     }
     let commit = resolve(&opts.repo, &opts.ref_)?;
-    let out_dir = match opts.output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !out_dir.is_dir() {
-        bail!(
-            "--output {}: directory {} does not exist",
-            opts.output.display(),
-            out_dir.display()
-        );
+    for out in outputs {
+        out_dir(out)?;
     }
+    let plan = plan(opts, &def, &commit)?;
     let work = tempfile::Builder::new()
         .prefix("keelson-image-")
         .tempdir()?;
     let w = work.path();
-    let result = build_in(opts, &def, &layout, &commit, w, &out_dir);
-    sysroot::release(&w.join("sysroot"));
-    result
+    let raw = w.join("disk.raw");
+    let written = disk::write(&plan, &disk::Target::File(raw.clone()), w);
+    sysroot::release(&w.join("root"));
+    written?;
+    formats
+        .iter()
+        .zip(outputs)
+        .map(|(f, out)| convert(&raw, *f, out))
+        .collect()
 }
 
-fn build_in(
-    opts: &Options,
-    def: &Definition,
-    layout: &[Part],
-    commit: &str,
-    w: &Path,
-    out_dir: &Path,
-) -> Result<Artifact> {
-    let mkconfig = sysroot::mkconfig_link(w)?;
+fn commit_time(repo: &Path, commit: &str) -> Result<u64> {
+    let r = crate::commit::open_existing(repo)?
+        .with_context(|| format!("{}: not an ostree repo", repo.display()))?;
+    let (v, _) = r
+        .load_commit(commit)
+        .with_context(|| format!("{}: loading commit {commit}", repo.display()))?;
+    Ok(ostree::commit_get_timestamp(&v).max(1))
+}
 
-    let (boot_uuid, root_uuid) = (random_uuid(), random_uuid());
-    let esp_volid = format!("{:08X}", rand_u32());
-    let mut kargs = vec![format!("root=UUID={root_uuid}"), "rw".to_string()];
-    kargs.extend(def.kernel_args.iter().cloned());
-    let url = opts
-        .remote_url
-        .clone()
-        .unwrap_or_else(|| def.remote.url.clone());
-
-    let root = w.join("sysroot");
-    fs::create_dir_all(&root)?;
-    let staged = step("deploying into a staging sysroot", || {
-        sysroot::stage(
-            &root,
-            sysroot::Source::Local(&opts.repo),
-            &opts.ref_,
-            commit,
-            &def.osname,
-            &def.remote.name,
-            &url,
-            &kargs,
-            &mkconfig,
-            opts.gpg_keyring.as_deref(),
-        )
-    })?;
-    sysroot::finish(&staged, &boot_uuid)?;
-
-    let early = w.join("early.cfg");
-    fs::write(&early, grub::early_config(&boot_uuid)?)?;
-    let efi = if def.firmware.contains(&Firmware::Uefi) {
-        let p = w.join("BOOTX64.EFI");
-        grub::efi_image(&staged.deployment, &early, &p)?;
-        Some(p)
-    } else {
-        None
+fn out_dir(output: &Path) -> Result<PathBuf> {
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
     };
-
-    // /boot is its own filesystem: take it out of the root's directory.
-    let bootdir = w.join("bootfs");
-    fs::rename(root.join("boot"), &bootdir)?;
-    fs::create_dir(root.join("boot"))?;
-    let (rootp, bootp, espp) = (
-        part(layout, "root"),
-        part(layout, "boot"),
-        part(layout, "esp"),
-    );
-    let need = du_mib(&root)?;
-    // ext4 metadata, the journal and reserved blocks need headroom.
-    if need + need / 5 + 64 > mib(rootp.size) {
+    if !dir.is_dir() {
         bail!(
-            "{}: partitions: the root partition ({} MiB) is too small for the tree ({need} MiB); raise disk-size-mib",
-            opts.definition.display(),
-            mib(rootp.size)
+            "--output {}: directory {} does not exist",
+            output.display(),
+            dir.display()
         );
     }
-    let raw = w.join("disk.raw");
-    step("partitioning", || {
-        let f = fs::File::create(&raw)?;
-        f.set_len(def.disk_size_mib * 1024 * 1024)?;
-        drop(f);
-        Cmd::new("sfdisk")
-            .args(["--quiet", "--no-reread", "--no-tell-kernel"])
-            .arg(&raw)
-            .stdin(def.sfdisk_script()?.into_bytes())
-            .run()
-            .context("writing the GPT")?;
-        Ok(())
-    })?;
-    step("building filesystems", || {
-        mkfs_ext4(&raw, rootp, "root", &root_uuid, &root)?;
-        mkfs_ext4(&raw, bootp, "boot", &boot_uuid, &bootdir)?;
-        mkfs_esp(&raw, espp, &esp_volid, efi.as_deref())
-    })?;
-    if def.firmware.contains(&Firmware::Bios) {
-        grub::install_bios(&raw, part(layout, "bios"), &staged.deployment, &early, w)?;
-    }
+    Ok(dir)
+}
 
+/// The raw disk as `format` at `output`, through a temporary file.
+fn convert(raw: &Path, format: Format, output: &Path) -> Result<Artifact> {
+    let dir = out_dir(output)?;
     let tmp = tempfile::Builder::new()
         .prefix(".keelson-image-")
-        .tempfile_in(out_dir)
-        .with_context(|| format!("{}: cannot create a temporary file", out_dir.display()))?;
-    match opts.format {
+        .tempfile_in(&dir)
+        .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
+    match format {
         Format::Raw => {
             Cmd::new("cp")
                 .args(["--sparse=always"])
-                .arg(&raw)
+                .arg(raw)
                 .arg(tmp.path())
                 .run()?;
         }
@@ -284,7 +267,7 @@ fn build_in(
                 Cmd::new("qemu-img")
                     // -W: out-of-order writes, the host file is not a disk.
                     .args(["convert", "-W", "-f", "raw", "-O", "qcow2"])
-                    .arg(&raw)
+                    .arg(raw)
                     .arg(tmp.path())
                     .run()
             })?;
@@ -293,28 +276,22 @@ fn build_in(
     fs::set_permissions(
         tmp.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
-    )?;
-    let size = fs::metadata(tmp.path())?.len();
-    tmp.persist(&opts.output).with_context(|| {
-        format!(
-            "{}: cannot move the image into place",
-            opts.output.display()
-        )
-    })?;
-    let name = opts
-        .output
+    )
+    .with_context(|| format!("{}: cannot set permissions", tmp.path().display()))?;
+    let size = fs::metadata(tmp.path())
+        .with_context(|| format!("{}: cannot stat", tmp.path().display()))?
+        .len();
+    tmp.persist(output)
+        .with_context(|| format!("{}: cannot move the image into place", output.display()))?;
+    let name = output
         .file_name()
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
     Ok(Artifact {
         name,
-        format: opts.format,
+        format,
         size,
         sha256: None,
     })
-}
-
-pub(crate) fn rand_u32() -> u32 {
-    uuid::Uuid::new_v4().as_u128() as u32
 }

@@ -40,34 +40,13 @@ pub fn remote_add(
     Ok(())
 }
 
-/// Where the commit comes from.
-#[derive(Debug, Clone, Copy)]
-pub enum Source<'a> {
-    /// A local repo (`keelson image`).
-    Local(&'a Path),
-    /// The update remote's URL itself (`keelson install`), signatures
-    /// verified when the remote has a keyring.
-    Remote,
-}
-
 /// init-fs, os-init, the update remote, the commit pulled with the origin
 /// set to `REMOTE:REF`, and a deploy whose menu comes from keelson's
 /// generator.
-#[allow(clippy::too_many_arguments)]
-pub fn stage(
-    root: &Path,
-    source: Source,
-    ref_: &str,
-    commit: &str,
-    osname: &str,
-    remote: &str,
-    remote_url: &str,
-    kargs: &[String],
-    grub_mkconfig: &Path,
-    gpg_keyring: Option<&Path>,
-) -> Result<Staged> {
+pub fn stage(root: &Path, plan: &super::disk::Plan, grub_mkconfig: &Path) -> Result<Staged> {
     let repo = ostree_repo(root);
     let sr = format!("--sysroot={}", root.display());
+    let (osname, remote, commit) = (&plan.osname, &plan.remote, &plan.commit);
     Cmd::new("ostree")
         .args(["admin", "init-fs"])
         .arg(root)
@@ -84,24 +63,24 @@ pub fn stage(
     remote_add(
         &root.join("ostree/repo"),
         remote,
-        remote_url,
-        Some(ref_),
-        gpg_keyring,
+        &plan.pull_url,
+        Some(&plan.ref_),
+        plan.keyring.as_deref(),
     )
     .context("adding the node's update remote")?;
-    match source {
-        Source::Local(source_repo) => Cmd::new("ostree")
+    match &plan.source {
+        super::disk::Source::Local(source_repo) => Cmd::new("ostree")
             .args([&repo, "pull-local", &format!("--remote={remote}")])
             .arg(source_repo)
             .arg(commit)
             .run()
             .context("pulling the commit into the image")?,
-        Source::Remote => Cmd::new("ostree")
+        super::disk::Source::Remote => Cmd::new("ostree")
             .args([&repo, "pull", remote, commit])
             .run()
-            .with_context(|| format!("pulling {commit} from {remote_url}"))?,
+            .with_context(|| format!("pulling {commit} from {}", plan.pull_url))?,
     };
-    let origin = format!("{remote}:{ref_}");
+    let origin = format!("{remote}:{}", plan.ref_);
     Cmd::new("ostree")
         .args([&repo, "refs", &format!("--create={origin}"), commit])
         .run()?;
@@ -110,7 +89,7 @@ pub fn stage(
         // ostree chroots into the deployment to run grub-mkconfig unless the
         // program is something else: keelson's generator needs no chroot.
         .env("OSTREE_GRUB2_EXEC", grub_mkconfig.as_os_str());
-    for k in kargs {
+    for k in plan.kargs() {
         deploy = deploy.arg(format!("--karg={k}"));
     }
     deploy.arg(&origin).run().context("ostree admin deploy")?;
@@ -137,7 +116,7 @@ pub fn stage(
 /// `work`; returns its path.
 pub fn mkconfig_link(work: &Path) -> Result<PathBuf> {
     let bin = work.join("bin");
-    std::fs::create_dir_all(&bin)?;
+    fs_err::create_dir_all(&bin).with_context(|| format!("{}: cannot create", bin.display()))?;
     let mkconfig = bin.join("grub-mkconfig");
     std::os::unix::fs::symlink(std::env::current_exe()?, &mkconfig)
         .context("linking grub-mkconfig to keelson")?;
@@ -150,7 +129,7 @@ pub fn finish(staged: &Staged, boot_uuid: &str) -> Result<()> {
     let mut ctx = tera::Context::new();
     ctx.insert("boot_uuid", boot_uuid);
     let fstab = tera::Tera::one_off(super::FSTAB_TEMPLATE, &ctx, false)?;
-    std::fs::write(staged.deployment.join("etc/fstab"), fstab)
+    fs_err::write(staged.deployment.join("etc/fstab"), fstab)
         .context("writing the deployment's /etc/fstab")?;
     Cmd::new("grub-editenv")
         .arg(staged.root.join("boot/grubenv"))
@@ -163,11 +142,11 @@ pub fn finish(staged: &Staged, boot_uuid: &str) -> Result<()> {
 /// the staging directory can be removed.
 pub fn release(root: &Path) {
     let deploy = root.join("ostree/deploy");
-    let Ok(oses) = std::fs::read_dir(&deploy) else {
+    let Ok(oses) = fs_err::read_dir(&deploy) else {
         return;
     };
     for os in oses.flatten() {
-        let Ok(ds) = std::fs::read_dir(os.path().join("deploy")) else {
+        let Ok(ds) = fs_err::read_dir(os.path().join("deploy")) else {
             continue;
         };
         for d in ds.flatten() {

@@ -3,16 +3,10 @@
 //! (files sorted by name in each; later keys win, tables merge). The merge
 //! and the reboot-window logic are pure.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-
-pub const DIRS: &[&str] = &[
-    "/usr/lib/keelson/config.d",
-    "/etc/keelson/config.d",
-    "/run/keelson/config.d",
-];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -182,7 +176,7 @@ pub fn in_window(w: &Window, weekday: u32, hour: u32) -> bool {
 pub fn load_from(dirs: &[PathBuf]) -> Result<Config> {
     let mut fragments = Vec::new();
     for dir in dirs {
-        let Ok(rd) = std::fs::read_dir(dir) else {
+        let Ok(rd) = fs_err::read_dir(dir) else {
             continue;
         };
         let mut files: Vec<PathBuf> = rd
@@ -191,21 +185,12 @@ pub fn load_from(dirs: &[PathBuf]) -> Result<Config> {
             .collect();
         files.sort();
         for f in files {
-            let text = std::fs::read_to_string(&f)
+            let text = fs_err::read_to_string(&f)
                 .with_context(|| format!("{}: cannot read", f.display()))?;
             fragments.push((f.display().to_string(), text));
         }
     }
     from_fragments(&fragments)
-}
-
-pub fn load() -> Result<Config> {
-    load_from(
-        &DIRS
-            .iter()
-            .map(|d| Path::new(d).to_path_buf())
-            .collect::<Vec<_>>(),
-    )
 }
 
 #[cfg(test)]

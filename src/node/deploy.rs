@@ -13,7 +13,6 @@ use ostree::glib;
 
 use super::bootcount;
 use super::grubenv::GrubEnv;
-use super::state;
 
 /// Pure: the deployment order that boots `order[target]` by default,
 /// the others keeping their relative order.
@@ -154,7 +153,7 @@ pub struct Available {
 
 /// Pull the booted deployment's ref (only the commit object with
 /// `commit_only`) and say what it points at.
-pub fn check(node: &Node, commit_only: bool) -> Result<Available> {
+pub fn check(ctx: &super::context::NodeCtx, node: &Node, commit_only: bool) -> Result<Available> {
     let booted = node
         .sysroot
         .require_booted_deployment()
@@ -176,7 +175,7 @@ pub fn check(node: &Node, commit_only: bool) -> Result<Available> {
         .with_context(|| format!("{refspec}: not found after pull"))?
         .to_string();
     let (version, _) = commit_info(&repo, &rev)?;
-    let st = state::load(&state::path())?;
+    let st = ctx.load_state()?;
     Ok(Available {
         current: rev == booted.csum().as_str(),
         blocked: st.is_blocked(&rev).map(|b| b.reason.clone()),

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::bootcount::Env;
 use crate::util::cmd::Cmd;
@@ -68,34 +68,6 @@ impl GrubEnv {
     }
 }
 
-pub fn is_mountpoint(p: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
-        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
-        _ => false,
-    }
-}
+pub use crate::util::fsutil::is_mountpoint;
 
-/// FIFREEZE then FITHAW on the filesystem mounted at `mountpoint`.
-pub fn freeze_thaw(mountpoint: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    const FIFREEZE: libc::c_ulong = 0xC004_5877;
-    const FITHAW: libc::c_ulong = 0xC004_5878;
-    let f = std::fs::File::open(mountpoint)
-        .with_context(|| format!("{}: cannot open", mountpoint.display()))?;
-    // SAFETY: plain ioctls on an open directory fd; the argument is unused.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), FIFREEZE, 0) };
-    if r != 0 {
-        let e = std::io::Error::last_os_error();
-        // EBUSY: already frozen by someone else; thaw anyway.
-        if e.raw_os_error() != Some(libc::EBUSY) {
-            return Err(e).with_context(|| format!("FIFREEZE {}", mountpoint.display()));
-        }
-    }
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), FITHAW, 0) };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("FITHAW {}", mountpoint.display()));
-    }
-    Ok(())
-}
+pub use crate::util::sys::freeze_thaw;

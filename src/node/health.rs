@@ -8,11 +8,9 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::bootcount::State;
+use super::context::NodeCtx;
 use crate::util::cmd::Cmd;
 
-/// Vendor checks ship in the image; admin checks override them by name.
-pub const VENDOR_CHECKS: &str = "/usr/lib/keelson/health.d";
-pub const ADMIN_CHECKS: &str = "/etc/keelson/health.d";
 /// The kubelet's local health endpoint.
 pub const KUBELET_HEALTHZ: &str = "127.0.0.1:10248";
 
@@ -143,11 +141,11 @@ fn disk(path: &str, min_percent: u64) -> Check {
 }
 
 fn pids() -> Check {
-    let max: u64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+    let max: u64 = fs_err::read_to_string("/proc/sys/kernel/pid_max")
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(32768);
-    let used = std::fs::read_dir("/proc")
+    let used = fs_err::read_dir("/proc")
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .filter(|e| e.file_name().to_string_lossy().parse::<u64>().is_ok())
@@ -162,7 +160,7 @@ fn pids() -> Check {
 pub fn check_scripts(vendor: &Path, admin: &Path) -> Vec<PathBuf> {
     let mut by_name = std::collections::BTreeMap::new();
     for dir in [vendor, admin] {
-        let Ok(rd) = std::fs::read_dir(dir) else {
+        let Ok(rd) = fs_err::read_dir(dir) else {
             continue;
         };
         for e in rd.flatten() {
@@ -174,7 +172,7 @@ pub fn check_scripts(vendor: &Path, admin: &Path) -> Vec<PathBuf> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    fs_err::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
 fn run_script(p: &Path) -> Check {
@@ -194,14 +192,14 @@ fn run_script(p: &Path) -> Check {
 }
 
 /// Run every check on this machine.
-pub fn run_checks() -> Vec<Check> {
+pub fn run_checks(ctx: &NodeCtx) -> Vec<Check> {
     let mut out = vec![failed_units()];
     out.extend(containerd());
     out.extend(kubelet());
     out.push(disk("/var", 5));
     out.push(disk("/boot", 5));
     out.push(pids());
-    for s in check_scripts(Path::new(VENDOR_CHECKS), Path::new(ADMIN_CHECKS)) {
+    for s in check_scripts(&ctx.vendor_checks, &ctx.admin_checks) {
         out.push(run_script(&s));
     }
     out
@@ -231,8 +229,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let d = tempfile::tempdir().unwrap();
         let (v, a) = (d.path().join("v"), d.path().join("a"));
-        std::fs::create_dir_all(&v).unwrap();
-        std::fs::create_dir_all(&a).unwrap();
+        fs_err::create_dir_all(&v).unwrap();
+        fs_err::create_dir_all(&a).unwrap();
         for (dir, name, exec) in [
             (&v, "10-x", true),
             (&v, "20-y", true),
@@ -240,8 +238,8 @@ mod tests {
             (&v, "30-z", false),
         ] {
             let p = dir.join(name);
-            std::fs::write(&p, "#!/bin/sh\n").unwrap();
-            std::fs::set_permissions(
+            fs_err::write(&p, "#!/bin/sh\n").unwrap();
+            fs_err::set_permissions(
                 &p,
                 std::fs::Permissions::from_mode(if exec { 0o755 } else { 0o644 }),
             )
@@ -250,8 +248,8 @@ mod tests {
         let got = check_scripts(&v, &a);
         assert_eq!(got, vec![v.join("10-x"), a.join("20-y")]);
         let failing = v.join("fail");
-        std::fs::write(&failing, "#!/bin/sh\necho disk is on fire\nexit 3\n").unwrap();
-        std::fs::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
+        fs_err::write(&failing, "#!/bin/sh\necho disk is on fire\nexit 3\n").unwrap();
+        fs_err::set_permissions(&failing, std::fs::Permissions::from_mode(0o755)).unwrap();
         let c = run_script(&failing);
         assert!(!c.ok && c.detail.contains("disk is on fire"), "{c:?}");
     }

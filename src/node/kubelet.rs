@@ -13,9 +13,6 @@ use crate::reserve::{self, Capacity, DEFAULT_EVICTION, Profile, Reservation, Res
 
 const TEMPLATE: &str = include_str!("templates/kubelet-config.yaml.tera");
 
-/// The kubelet's state directory; its filesystem is the node's storage.
-pub const KUBELET_DIR: &str = "/var/lib/kubelet";
-
 /// `[kubelet]` in the node configuration fragments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -252,11 +249,28 @@ pub fn parse_memtotal(meminfo: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// Pure: the number of CPUs in a kernel CPU list such as
+/// `/sys/devices/system/cpu/online` ("0-3,6,8-9").
+pub fn count_cpu_list(list: &str) -> Option<u32> {
+    let mut n = 0;
+    for part in list.trim().split(',').filter(|p| !p.is_empty()) {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.parse::<u32>().ok()?.checked_sub(a.parse().ok()?)? + 1,
+            None => part.parse::<u32>().map(|_| 1).ok()?,
+        };
+    }
+    (n > 0).then_some(n)
+}
+
 /// The running machine's capacity: online CPUs, MemTotal, and the size of
 /// the filesystem holding `kubelet_dir` (or its nearest existing parent).
 pub fn machine_capacity(kubelet_dir: &Path, max_pods: u32) -> Result<Capacity> {
-    let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as u32;
-    let meminfo = std::fs::read_to_string("/proc/meminfo").context("/proc/meminfo")?;
+    const ONLINE: &str = "/sys/devices/system/cpu/online";
+    let online =
+        fs_err::read_to_string(ONLINE).with_context(|| format!("{ONLINE}: cannot read"))?;
+    let cpus =
+        count_cpu_list(&online).with_context(|| format!("{ONLINE}: cannot parse {online:?}"))?;
+    let meminfo = fs_err::read_to_string("/proc/meminfo").context("/proc/meminfo")?;
     let memory_kib = parse_memtotal(&meminfo).context("/proc/meminfo: no MemTotal")?;
     let mut dir = kubelet_dir;
     while !dir.exists() {
@@ -271,10 +285,64 @@ pub fn machine_capacity(kubelet_dir: &Path, max_pods: u32) -> Result<Capacity> {
     })
 }
 
+/// A capacity given on the command line instead of this machine's.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    pub cpus: u32,
+    pub memory: String,
+    pub storage: String,
+}
+
+/// What `keelson kubelet-config` asks for: the node configuration's
+/// settings with the given overrides, for the previewed capacity or the
+/// machine's own.
+pub struct Request {
+    pub profile: Option<Profile>,
+    pub max_pods: Option<u32>,
+    pub preview: Option<Preview>,
+}
+
+/// The drop-in for `req` on the node `ctx` describes.
+pub fn render_request(ctx: &super::context::NodeCtx, req: &Request) -> Result<String> {
+    let mut settings = ctx.load_config()?.kubelet;
+    if let Some(p) = req.profile {
+        settings.profile = p;
+    }
+    if let Some(m) = req.max_pods {
+        settings.max_pods = m;
+    }
+    settings.validate()?;
+    let cap = match &req.preview {
+        Some(p) => Capacity {
+            cpus: p.cpus,
+            memory_kib: quantity::size_kib(&p.memory).context("--memory")?,
+            storage_kib: quantity::size_kib(&p.storage).context("--storage")?,
+            max_pods: settings.max_pods,
+        },
+        None => machine_capacity(&ctx.kubelet_dir, settings.max_pods)?,
+    };
+    render(&settings, &cap)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::reserve::{GIB, MIB};
+
+    #[test]
+    fn cpu_lists() {
+        let t = [
+            ("0", Some(1)),
+            ("0-1\n", Some(2)),
+            ("0-3,6,8-9", Some(7)),
+            ("", None),
+            ("3-1", None),
+            ("x", None),
+        ];
+        for (list, want) in t {
+            assert_eq!(count_cpu_list(list), want, "{list:?}");
+        }
+    }
 
     #[test]
     fn golden_gke_2gib() {
@@ -290,9 +358,9 @@ mod tests {
             "/src/node/testdata/kubelet-gke-2cpu-2gib.yaml"
         );
         if std::env::var_os("KEELSON_UPDATE_GOLDEN").is_some() {
-            std::fs::write(golden, &got).unwrap();
+            fs_err::write(golden, &got).unwrap();
         }
-        assert_eq!(got, std::fs::read_to_string(golden).unwrap());
+        assert_eq!(got, fs_err::read_to_string(golden).unwrap());
         assert!(
             got.contains("memory: \"524288Ki\"") && got.contains("cpu: \"70m\""),
             "{got}"

@@ -5,9 +5,11 @@
 pub mod bootcount;
 pub mod commands;
 pub mod config;
+pub mod context;
 pub mod deploy;
 pub mod grubenv;
 pub mod health;
+pub mod health_flow;
 pub mod kubelet;
 pub mod quantity;
 pub mod state;

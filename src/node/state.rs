@@ -2,12 +2,10 @@
 //! the last health result and the commits that failed their trial (never
 //! re-applied automatically). Written atomically.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
-
-pub const DEFAULT_PATH: &str = "/var/lib/keelson/state.json";
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Health {
@@ -48,14 +46,8 @@ impl State {
     }
 }
 
-pub fn path() -> PathBuf {
-    std::env::var_os("KEELSON_STATE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
-}
-
 pub fn load(p: &Path) -> Result<State> {
-    match std::fs::read_to_string(p) {
+    match fs_err::read_to_string(p) {
         Ok(t) => serde_json::from_str(&t)
             .with_context(|| format!("{}: not valid keelson state", p.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
@@ -65,18 +57,10 @@ pub fn load(p: &Path) -> Result<State> {
 
 pub fn save(p: &Path, s: &State) -> Result<()> {
     if let Some(dir) = p.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create", dir.display()))?;
+        fs_err::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     }
     let text = serde_json::to_string_pretty(s)? + "\n";
     crate::util::fsutil::write_atomic(p, text.as_bytes())
-}
-
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -101,7 +85,7 @@ mod tests {
         save(&p, &s).unwrap();
         assert_eq!(load(&p).unwrap(), s);
         assert!(load(&p).unwrap().is_blocked("c3").is_some());
-        std::fs::write(&p, "{").unwrap();
+        fs_err::write(&p, "{").unwrap();
         assert!(
             load(&p)
                 .unwrap_err()

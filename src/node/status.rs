@@ -72,7 +72,8 @@ fn info(
 }
 
 /// Read the status of the sysroot at `path` (`/` on a node).
-pub fn read(path: &std::path::Path) -> Result<Status> {
+pub fn read(ctx: &super::context::NodeCtx) -> Result<Status> {
+    let path = ctx.sysroot.as_path();
     let sysroot = ostree::Sysroot::new(Some(&gio::File::for_path(path)));
     sysroot.load(gio::Cancellable::NONE).with_context(|| {
         format!(
@@ -108,8 +109,8 @@ pub fn read(path: &std::path::Path) -> Result<Status> {
         .read()
         .map(|e| e.state())
         .unwrap_or(super::bootcount::State::Normal);
-    let st = super::state::load(&super::state::path()).unwrap_or_default();
-    let (kubelet, kubelet_error) = match node_resources() {
+    let st = ctx.load_state().unwrap_or_default();
+    let (kubelet, kubelet_error) = match node_resources(ctx) {
         Ok(n) => (Some(n), None),
         Err(e) => (None, Some(format!("{e:#}"))),
     };
@@ -130,12 +131,9 @@ pub fn read(path: &std::path::Path) -> Result<Status> {
 }
 
 /// This machine's kubelet resources under the node configuration.
-fn node_resources() -> Result<super::kubelet::NodeResources> {
-    let cfg = super::config::load()?;
-    let cap = super::kubelet::machine_capacity(
-        std::path::Path::new(super::kubelet::KUBELET_DIR),
-        cfg.kubelet.max_pods,
-    )?;
+fn node_resources(ctx: &super::context::NodeCtx) -> Result<super::kubelet::NodeResources> {
+    let cfg = ctx.load_config()?;
+    let cap = super::kubelet::machine_capacity(&ctx.kubelet_dir, cfg.kubelet.max_pods)?;
     super::kubelet::node_resources(&cfg.kubelet, &cap)
 }
 

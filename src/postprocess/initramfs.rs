@@ -2,7 +2,7 @@
 //! kernel, systemd and ostree), generic rather than host-only, with
 //! ostree's module and keelson's own from `dracut/` (embedded in the binary).
 
-use std::fs;
+use fs_err as fs;
 use std::os::unix::fs::PermissionsExt;
 
 use anyhow::{Context, Result};
@@ -24,17 +24,17 @@ const MODULE_FILES: &[(&str, &str, u32)] = &[
 ];
 
 pub fn install_module(ctx: &Ctx) -> Result<()> {
-    write_embedded(ctx.root, MODULE_FILES)
+    write_embedded(ctx.tree, MODULE_FILES)
 }
 
-/// Write files embedded in the binary (path relative to `root`, text,
-/// mode) into a tree: keelson's dracut modules and their configs.
-pub fn write_embedded(root: &std::path::Path, files: &[(&str, &str, u32)]) -> Result<()> {
+/// Write files embedded in the binary (path inside the tree, text, mode)
+/// into a tree: keelson's dracut modules and their configs.
+pub fn write_embedded(tree: &crate::util::tree::Tree, files: &[(&str, &str, u32)]) -> Result<()> {
     for (path, text, mode) in files {
-        let p = root.join(path);
-        fs::create_dir_all(p.parent().expect("has parent"))?;
+        tree.create_dir_all(std::path::Path::new(path).parent().expect("has parent"))?;
+        let p = tree.path(path)?;
         fs::write(&p, text).with_context(|| format!("{}: cannot write", p.display()))?;
-        fs::set_permissions(&p, fs::Permissions::from_mode(*mode))?;
+        fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
     }
     Ok(())
 }
@@ -47,7 +47,7 @@ pub fn build(ctx: &Ctx) -> Result<()> {
     argv.extend([out.as_str(), kver.as_str()]);
     sandbox::run(ctx.root, &argv, ctx.source_date_epoch)
         .context("initramfs-args: dracut failed inside the tree")?;
-    let img = ctx.root.join(out.trim_start_matches('/'));
-    fs::set_permissions(&img, fs::Permissions::from_mode(0o644))?;
+    let img = ctx.path(&out)?;
+    fs::set_permissions(&img, std::fs::Permissions::from_mode(0o644))?;
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! Steps that give the tree ostree's layout: kernel placement, /etc and
 //! /var handling, the dpkg database under /usr, top-level links.
 
+use fs_err as fs;
 use std::collections::BTreeMap;
-use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -19,14 +19,14 @@ pub const DPKG_DB: &str = "usr/lib/sysimage/dpkg";
 /// ostree refuses device nodes, and none of it belongs in an image.
 pub fn clean_pseudo_fs(ctx: &Ctx) -> Result<()> {
     for d in ["dev", "proc", "sys", "run", "tmp"] {
-        empty_dir(&ctx.root.join(d))?;
+        empty_dir(&ctx.path(d)?)?;
     }
     Ok(())
 }
 
 /// Every image carries the keelson binary itself as the node agent.
 pub fn embed_agent(ctx: &Ctx) -> Result<()> {
-    let dst = ctx.root.join("usr/bin/keelson");
+    let dst = ctx.path("usr/bin/keelson")?;
     fs::copy(&ctx.agent, &dst).with_context(|| {
         format!(
             "copying the node agent {} to {}",
@@ -34,7 +34,7 @@ pub fn embed_agent(ctx: &Ctx) -> Result<()> {
             dst.display()
         )
     })?;
-    fs::set_permissions(&dst, fs::Permissions::from_mode(0o755))?;
+    fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755))?;
     Ok(())
 }
 
@@ -44,7 +44,7 @@ pub fn embed_agent(ctx: &Ctx) -> Result<()> {
 /// answer under that name (it dispatches on argv[0]).
 pub fn divert_grub_mkconfig(ctx: &Ctx) -> Result<()> {
     let prog = "/usr/sbin/grub-mkconfig";
-    if ctx.root.join(prog.trim_start_matches('/')).exists() {
+    if ctx.path(prog)?.exists() {
         super::sandbox::run(
             ctx.root,
             &[
@@ -60,18 +60,14 @@ pub fn divert_grub_mkconfig(ctx: &Ctx) -> Result<()> {
         )
         .context("diverting /usr/sbin/grub-mkconfig")?;
     }
-    symlink_replace(
-        "../bin/keelson",
-        &ctx.root.join(prog.trim_start_matches('/')),
-    )
+    symlink_replace("../bin/keelson", &ctx.path(prog)?)
 }
 
 /// Secrets and identities every node would otherwise share; they are
 /// created on first boot (machine-id by systemd, host keys by the
 /// keygen unit the base treefile ships).
 pub fn remove_machine_secrets(ctx: &Ctx) -> Result<()> {
-    let r = ctx.root;
-    if let Ok(rd) = fs::read_dir(r.join("etc/ssh")) {
+    if let Ok(rd) = fs::read_dir(ctx.path("etc/ssh")?) {
         for e in rd {
             let p = e?.path();
             if p.file_name()
@@ -86,13 +82,13 @@ pub fn remove_machine_secrets(ctx: &Ctx) -> Result<()> {
         "var/lib/dbus/machine-id",
         "etc/ssl/private/ssl-cert-snakeoil.key",
     ] {
-        remove_any(&r.join(p))?;
+        remove_any(&ctx.path(p)?)?;
     }
-    let mid = r.join("etc/machine-id");
-    if ctx.tf.machineid_compat {
+    let mid = ctx.path("etc/machine-id")?;
+    if ctx.tf.machineid_compat.get() {
         // An empty file: systemd treats it as "first boot" and fills it.
         fs::write(&mid, "").with_context(|| format!("{}: cannot write", mid.display()))?;
-        fs::set_permissions(&mid, fs::Permissions::from_mode(0o444))?;
+        fs::set_permissions(&mid, std::fs::Permissions::from_mode(0o444))?;
     } else {
         remove_any(&mid)?;
     }
@@ -102,10 +98,9 @@ pub fn remove_machine_secrets(ctx: &Ctx) -> Result<()> {
 /// Debian puts the kernel in /boot; ostree wants
 /// /usr/lib/modules/K/vmlinuz. /boot must end up empty.
 pub fn move_kernel(ctx: &Ctx) -> Result<()> {
-    let r = ctx.root;
-    let kver = super::kernel_version(r)?;
-    let moddir = r.join("usr/lib/modules").join(&kver);
-    let boot = r.join("boot");
+    let kver = super::kernel_version(ctx.root)?;
+    let moddir = ctx.path("usr/lib/modules")?.join(&kver);
+    let boot = ctx.path("boot")?;
     let src = boot.join(format!("vmlinuz-{kver}"));
     if !src.exists() {
         bail!("{}: kernel image missing for modules {kver}", src.display());
@@ -119,7 +114,7 @@ pub fn move_kernel(ctx: &Ctx) -> Result<()> {
     }
     empty_dir(&boot)?;
     for link in ["vmlinuz", "vmlinuz.old", "initrd.img", "initrd.img.old"] {
-        remove_any(&r.join(link))?;
+        remove_any(&ctx.path(link)?)?;
     }
     Ok(())
 }
@@ -127,13 +122,12 @@ pub fn move_kernel(ctx: &Ctx) -> Result<()> {
 /// sysusers.d for system accounts, and the uid/gid check against the
 /// previous commit.
 pub fn sysusers(ctx: &Ctx) -> Result<()> {
-    let r = ctx.root;
     let read = |p: &str| {
-        fs::read_to_string(r.join(p)).with_context(|| format!("{p}: cannot read in the tree"))
+        fs::read_to_string(ctx.path(p)?).with_context(|| format!("{p}: cannot read in the tree"))
     };
     let passwd = users::parse_passwd("etc/passwd", &read("etc/passwd")?)?;
     let group = users::parse_group("etc/group", &read("etc/group")?)?;
-    if ctx.tf.check_passwd == CheckPasswdKind::Previous
+    if ctx.tf.check_passwd_kind() == CheckPasswdKind::Previous
         && let Some(prev) = &ctx.previous_passwd
     {
         let prev = users::parse_passwd("previous commit usr/etc/passwd", prev)?;
@@ -145,7 +139,7 @@ pub fn sysusers(ctx: &Ctx) -> Result<()> {
             &ctx.tf.ignore_removed_users,
         )?;
     }
-    if ctx.tf.check_groups == CheckPasswdKind::Previous
+    if ctx.tf.check_groups_kind() == CheckPasswdKind::Previous
         && let Some(prev) = &ctx.previous_group
     {
         let prev = users::parse_group("previous commit usr/etc/group", prev)?;
@@ -157,8 +151,7 @@ pub fn sysusers(ctx: &Ctx) -> Result<()> {
             &ctx.tf.ignore_removed_groups,
         )?;
     }
-    let dir = r.join("usr/lib/sysusers.d");
-    fs::create_dir_all(&dir)?;
+    let dir = ctx.mkdirs("usr/lib/sysusers.d")?;
     fs::write(
         dir.join("keelson-compose.conf"),
         users::render_sysusers(&passwd, &group),
@@ -169,9 +162,9 @@ pub fn sysusers(ctx: &Ctx) -> Result<()> {
 /// The dpkg database must travel with /usr (it describes /usr); /var keeps
 /// a link to it.
 pub fn dpkg_to_usr(ctx: &Ctx) -> Result<()> {
-    let src = ctx.root.join("var/lib/dpkg");
-    let dst = ctx.root.join(DPKG_DB);
-    fs::create_dir_all(dst.parent().expect("has parent"))?;
+    let src = ctx.path("var/lib/dpkg")?;
+    ctx.mkdirs("usr/lib/sysimage")?;
+    let dst = ctx.path(DPKG_DB)?;
     fs::rename(&src, &dst)
         .with_context(|| format!("moving {} to {}", src.display(), dst.display()))?;
     // Lock files are runtime state.
@@ -181,9 +174,9 @@ pub fn dpkg_to_usr(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn id_names(root: &Path) -> Result<(BTreeMap<u32, String>, BTreeMap<u32, String>)> {
-    let passwd = fs::read_to_string(root.join("etc/passwd")).context("etc/passwd")?;
-    let group = fs::read_to_string(root.join("etc/group")).context("etc/group")?;
+fn id_names(ctx: &Ctx) -> Result<(BTreeMap<u32, String>, BTreeMap<u32, String>)> {
+    let passwd = fs::read_to_string(ctx.path("etc/passwd")?).context("etc/passwd")?;
+    let group = fs::read_to_string(ctx.path("etc/group")?).context("etc/group")?;
     let u = users::parse_passwd("etc/passwd", &passwd)?
         .into_iter()
         .map(|u| (u.uid, u.name))
@@ -199,15 +192,15 @@ fn id_names(root: &Path) -> Result<(BTreeMap<u32, String>, BTreeMap<u32, String>
 /// deploy). Regular files are kept in /usr/share/factory and copied at boot.
 pub fn var_to_tmpfiles(ctx: &Ctx) -> Result<()> {
     let r = ctx.root;
-    let (unames, gnames) = id_names(r)?;
+    let (unames, gnames) = id_names(ctx)?;
     let entries = var::collect(r, &unames, &gnames)?;
     let declared = var::declared_paths(r)?;
     for e in entries.iter().filter(|e| e.kind == var::Kind::File) {
-        let src = r.join(e.path.trim_start_matches('/'));
-        let dst = r
-            .join(var::FACTORY.trim_start_matches('/'))
-            .join(e.path.trim_start_matches('/'));
-        fs::create_dir_all(dst.parent().expect("has parent"))?;
+        let src = ctx.path(&e.path)?;
+        let rel = format!("{}{}", var::FACTORY, e.path);
+        let parent = Path::new(&rel).parent().expect("has parent");
+        ctx.mkdirs(parent)?;
+        let dst = ctx.path(&rel)?;
         fs::copy(&src, &dst)
             .with_context(|| format!("copying {} to the factory", src.display()))?;
     }
@@ -222,16 +215,15 @@ pub fn var_to_tmpfiles(ctx: &Ctx) -> Result<()> {
          d /var/opt 0755 root root - -\n\
          d /var/usrlocal 0755 root root - -\n"
     ));
-    let dir = r.join("usr/lib/tmpfiles.d");
-    fs::create_dir_all(&dir)?;
+    let dir = ctx.mkdirs("usr/lib/tmpfiles.d")?;
     fs::write(dir.join("keelson-var.conf"), text)?;
-    empty_dir(&r.join("var"))?;
+    empty_dir(&ctx.path("var")?)?;
     Ok(())
 }
 
 /// ostree 3-way merges /usr/etc into /etc at deploy.
 pub fn etc_to_usr_etc(ctx: &Ctx) -> Result<()> {
-    let (src, dst) = (ctx.root.join("etc"), ctx.root.join("usr/etc"));
+    let (src, dst) = (ctx.path("etc")?, ctx.path("usr/etc")?);
     if dst.exists() {
         bail!(
             "{}: already exists; the tree must not ship /usr/etc itself",
@@ -244,7 +236,6 @@ pub fn etc_to_usr_etc(ctx: &Ctx) -> Result<()> {
 /// The links of ostree's layout. Directories that should be links must be
 /// empty: content there would be silently hidden on the node.
 pub fn toplevel_links(ctx: &Ctx) -> Result<()> {
-    let r = ctx.root;
     let mut links = vec![
         ("home", "var/home"),
         ("srv", "var/srv"),
@@ -253,11 +244,11 @@ pub fn toplevel_links(ctx: &Ctx) -> Result<()> {
         ("media", "run/media"),
         ("ostree", "sysroot/ostree"),
     ];
-    if !ctx.tf.tmp_is_dir {
+    if !ctx.tf.tmp_is_dir.get() {
         links.push(("tmp", "sysroot/tmp"));
     }
     for (name, target) in links {
-        let p = r.join(name);
+        let p = ctx.path(name)?;
         if p.is_dir() && !p.is_symlink() && fs::read_dir(&p)?.next().is_some() {
             bail!(
                 "/{name} is not empty in the tree, but becomes a link to /{target} on the node; move that content under /usr"
@@ -266,16 +257,14 @@ pub fn toplevel_links(ctx: &Ctx) -> Result<()> {
         symlink_replace(target, &p)?;
     }
     // /root holds only skeleton dotfiles; root's home is /var/roothome.
-    symlink_replace("var/roothome", &r.join("root"))?;
+    symlink_replace("var/roothome", &ctx.path("root")?)?;
     for d in ["sysroot", "boot", "var"] {
-        let p = r.join(d);
-        fs::create_dir_all(&p)?;
+        let p = ctx.mkdirs(d)?;
         empty_dir(&p)?;
     }
-    if ctx.tf.tmp_is_dir {
-        let tmp = r.join("tmp");
-        fs::create_dir_all(&tmp)?;
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o1777))?;
+    if ctx.tf.tmp_is_dir.get() {
+        let tmp = ctx.mkdirs("tmp")?;
+        fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777))?;
     }
     Ok(())
 }

@@ -20,6 +20,8 @@ use crate::treefile::Treefile;
 /// What the steps need besides the rootfs.
 pub struct Ctx<'a> {
     pub root: &'a Path,
+    /// The same tree, for paths resolved inside it ([`Ctx::path`]).
+    pub tree: &'a crate::util::tree::Tree,
     pub tf: &'a Treefile,
     /// The version this commit will carry (for `mutate-os-release`).
     pub version: Option<String>,
@@ -30,6 +32,18 @@ pub struct Ctx<'a> {
     pub agent: PathBuf,
     /// SOURCE_DATE_EPOCH for reproducible output.
     pub source_date_epoch: i64,
+}
+
+impl Ctx<'_> {
+    /// The host path of `rel` in the tree, links resolved inside the tree.
+    pub fn path(&self, rel: impl AsRef<Path>) -> Result<PathBuf> {
+        self.tree.path(rel)
+    }
+
+    /// Create the directory `rel` (and parents) inside the tree.
+    pub fn mkdirs(&self, rel: impl AsRef<Path>) -> Result<PathBuf> {
+        self.tree.create_dir_all(rel)
+    }
 }
 
 type Step = fn(&Ctx) -> Result<()>;
@@ -73,7 +87,7 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 /// The kernel version of the tree: the single directory in /usr/lib/modules.
 pub fn kernel_version(root: &Path) -> Result<String> {
     let dir = root.join("usr/lib/modules");
-    let mut versions: Vec<String> = std::fs::read_dir(&dir)
+    let mut versions: Vec<String> = fs_err::read_dir(&dir)
         .with_context(|| {
             format!(
                 "{}: no kernel modules directory (is a kernel package in `packages`?)",

@@ -2,7 +2,7 @@
 //! remove-from-packages, units, default-target, postprocess scripts,
 //! mutate-os-release, readonly-executables.
 
-use std::fs;
+use fs_err as fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -10,11 +10,11 @@ use anyhow::{Context, Result, bail};
 
 use super::{Ctx, sandbox};
 use crate::util::fsutil::{remove_any, symlink_replace};
+use crate::util::tree::Tree;
 
 pub fn add_files(ctx: &Ctx) -> Result<()> {
     for (i, (src, dst)) in ctx.tf.add_files.iter().enumerate() {
         let from = ctx.tf.basedir.join(src);
-        let to = ctx.root.join(dst.trim_start_matches('/'));
         let meta = fs::metadata(&from)
             .with_context(|| format!("add-files[{i}][0]: {} not found", from.display()))?;
         if !meta.is_file() {
@@ -23,7 +23,8 @@ pub fn add_files(ctx: &Ctx) -> Result<()> {
                 from.display()
             );
         }
-        fs::create_dir_all(to.parent().expect("absolute dst has a parent"))?;
+        ctx.mkdirs(Path::new(dst).parent().expect("absolute dst has a parent"))?;
+        let to = ctx.path(dst)?;
         remove_any(&to)?;
         fs::copy(&from, &to)
             .with_context(|| format!("add-files[{i}]: copying {} to {dst}", from.display()))?;
@@ -33,21 +34,27 @@ pub fn add_files(ctx: &Ctx) -> Result<()> {
         } else {
             0o644
         };
-        fs::set_permissions(&to, fs::Permissions::from_mode(mode))?;
+        fs::set_permissions(&to, std::fs::Permissions::from_mode(mode))?;
     }
     Ok(())
 }
 
 pub fn remove_files(ctx: &Ctx) -> Result<()> {
     for p in &ctx.tf.remove_files {
-        remove_any(&ctx.root.join(p))?;
+        ctx.tree
+            .remove(p)
+            .with_context(|| format!("remove-files: {p}"))?;
     }
     Ok(())
 }
 
 /// The file list dpkg keeps for `pkg` (`pkg.list` or `pkg:ARCH.list`).
-fn dpkg_file_list(root: &Path, pkg: &str) -> Option<String> {
-    let info = root.join("var/lib/dpkg/info");
+fn dpkg_file_list(tree: &Tree, pkg: &str) -> Option<String> {
+    let info = tree
+        .path("var/lib/dpkg/info/x")
+        .ok()?
+        .parent()?
+        .to_path_buf();
     let plain = info.join(format!("{pkg}.list"));
     if let Ok(t) = fs::read_to_string(plain) {
         return Some(t);
@@ -67,7 +74,7 @@ fn dpkg_file_list(root: &Path, pkg: &str) -> Option<String> {
 pub fn remove_from_packages(ctx: &Ctx) -> Result<()> {
     for (i, entry) in ctx.tf.remove_from_packages.iter().enumerate() {
         let pkg = &entry[0];
-        let list = dpkg_file_list(ctx.root, pkg).with_context(|| {
+        let list = dpkg_file_list(ctx.tree, pkg).with_context(|| {
             format!("remove-from-packages[{i}][0]: package {pkg:?} is not installed")
         })?;
         let res: Vec<regex::Regex> = entry[1..]
@@ -78,7 +85,10 @@ pub fn remove_from_packages(ctx: &Ctx) -> Result<()> {
             if !res.iter().any(|re| re.is_match(path)) {
                 continue;
             }
-            let p = ctx.root.join(path.trim_start_matches('/'));
+            let Ok(p) = ctx.path(path) else {
+                // Runs through a link to nowhere: nothing there to remove.
+                continue;
+            };
             // Directories are shared between packages; only entries go.
             if fs::symlink_metadata(&p).is_ok_and(|m| !m.is_dir()) {
                 fs::remove_file(&p).with_context(|| format!("{}: cannot remove", p.display()))?;
@@ -89,7 +99,7 @@ pub fn remove_from_packages(ctx: &Ctx) -> Result<()> {
 }
 
 /// Where a unit file lives in the tree, as the path systemd sees.
-fn find_unit(root: &Path, unit: &str) -> Option<String> {
+fn find_unit(tree: &Tree, unit: &str) -> Option<String> {
     // Template instances (`getty@tty1.service`) come from `getty@.service`.
     let file = match unit.split_once('@') {
         Some((base, rest)) if !rest.starts_with('.') => {
@@ -100,16 +110,15 @@ fn find_unit(root: &Path, unit: &str) -> Option<String> {
     ["etc/systemd/system", "usr/lib/systemd/system"]
         .iter()
         .map(|d| format!("{d}/{file}"))
-        .find(|p| root.join(p).exists())
+        .find(|p| tree.exists(p))
         .map(|p| format!("/{p}"))
 }
 
 pub fn enable_units(ctx: &Ctx) -> Result<()> {
-    let wants = ctx.root.join("etc/systemd/system/multi-user.target.wants");
     for (i, unit) in ctx.tf.units.iter().enumerate() {
-        let target = find_unit(ctx.root, unit)
+        let target = find_unit(ctx.tree, unit)
             .with_context(|| format!("units[{i}]: unit {unit:?} not found in the tree"))?;
-        fs::create_dir_all(&wants)?;
+        let wants = ctx.mkdirs("etc/systemd/system/multi-user.target.wants")?;
         symlink_replace(&target, &wants.join(unit))?;
     }
     Ok(())
@@ -119,10 +128,9 @@ pub fn default_target(ctx: &Ctx) -> Result<()> {
     let Some(t) = &ctx.tf.default_target else {
         return Ok(());
     };
-    let target = find_unit(ctx.root, t)
+    let target = find_unit(ctx.tree, t)
         .with_context(|| format!("default-target: {t:?} not found in the tree"))?;
-    let dir = ctx.root.join("etc/systemd/system");
-    fs::create_dir_all(&dir)?;
+    let dir = ctx.mkdirs("etc/systemd/system")?;
     symlink_replace(&target, &dir.join("default.target"))
 }
 
@@ -144,9 +152,9 @@ pub fn run_scripts(ctx: &Ctx) -> Result<()> {
     }
     for (field, text) in scripts {
         let name = ".keelson-postprocess";
-        let host = ctx.root.join(name);
+        let host = ctx.path(name)?;
         fs::write(&host, &text)?;
-        fs::set_permissions(&host, fs::Permissions::from_mode(0o755))?;
+        fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))?;
         let inside = format!("/{name}");
         let argv: Vec<&str> = if text.starts_with("#!") {
             vec![&inside]
@@ -183,7 +191,7 @@ pub fn mutate_os_release(ctx: &Ctx) -> Result<()> {
     let (Some(from), Some(version)) = (&ctx.tf.mutate_os_release, &ctx.version) else {
         return Ok(());
     };
-    let p = ctx.root.join("usr/lib/os-release");
+    let p = ctx.path("usr/lib/os-release")?;
     let text = fs::read_to_string(&p)
         .with_context(|| format!("mutate-os-release: cannot read {}", p.display()))?;
     if !text.contains(from.as_str()) {
@@ -194,7 +202,7 @@ pub fn mutate_os_release(ctx: &Ctx) -> Result<()> {
 }
 
 pub fn readonly_executables(ctx: &Ctx) -> Result<()> {
-    if !ctx.tf.readonly_executables {
+    if !ctx.tf.readonly_executables.get() {
         return Ok(());
     }
     fn walk(dir: &Path) -> Result<()> {
@@ -206,12 +214,12 @@ pub fn readonly_executables(ctx: &Ctx) -> Result<()> {
                 walk(&e.path())?;
             } else if ft.is_file() && m.permissions().mode() & 0o111 != 0 {
                 let mode = m.permissions().mode() & !0o222;
-                fs::set_permissions(e.path(), fs::Permissions::from_mode(mode))?;
+                fs::set_permissions(e.path(), std::fs::Permissions::from_mode(mode))?;
             }
         }
         Ok(())
     }
-    walk(&ctx.root.join("usr"))
+    walk(&ctx.path("usr")?)
 }
 
 #[cfg(test)]
@@ -233,18 +241,19 @@ mod tests {
     #[test]
     fn unit_lookup() {
         let d = tempfile::tempdir().unwrap();
+        let t = Tree::open(d.path()).unwrap();
         let lib = d.path().join("usr/lib/systemd/system");
         fs::create_dir_all(&lib).unwrap();
         fs::write(lib.join("ssh.service"), "").unwrap();
         fs::write(lib.join("getty@.service"), "").unwrap();
         assert_eq!(
-            find_unit(d.path(), "ssh.service").unwrap(),
+            find_unit(&t, "ssh.service").unwrap(),
             "/usr/lib/systemd/system/ssh.service"
         );
         assert_eq!(
-            find_unit(d.path(), "getty@tty1.service").unwrap(),
+            find_unit(&t, "getty@tty1.service").unwrap(),
             "/usr/lib/systemd/system/getty@.service"
         );
-        assert!(find_unit(d.path(), "nope.service").is_none());
+        assert!(find_unit(&t, "nope.service").is_none());
     }
 }

@@ -4,8 +4,8 @@
 //! from /usr/share/factory (`C`). Logs and caches are dropped: they are
 //! per-machine state and would make composes irreproducible.
 
+use fs_err as fs;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 

@@ -7,15 +7,15 @@
 //! Layout, filesystems and GRUB are the image builder's (same definition,
 //! same GRUB images), written to the device's partitions instead of a file.
 
+use fs_err as fs;
 use std::collections::BTreeMap;
-use std::fs;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use crate::image::definition::{Definition, Firmware, Part};
-use crate::image::{self, grub, sysroot};
+use crate::image::definition::{Definition, Firmware};
+use crate::image::{disk, sysroot};
 use crate::util::cmd::Cmd;
 use crate::util::progress::step;
 
@@ -37,16 +37,6 @@ pub struct Options {
     pub reboot: bool,
     /// Overwrite a disk that already has a partition table or filesystem.
     pub wipe: bool,
-}
-
-/// `/dev/vda` + 2 → `/dev/vda2`; `/dev/nvme0n1` + 2 → `/dev/nvme0n1p2`.
-pub fn partition_path(device: &Path, n: usize) -> PathBuf {
-    let d = device.display().to_string();
-    if d.ends_with(|c: char| c.is_ascii_digit()) {
-        PathBuf::from(format!("{d}p{n}"))
-    } else {
-        PathBuf::from(format!("{d}{n}"))
-    }
 }
 
 /// The definition laid out on a device of `device_bytes`: the root
@@ -152,16 +142,6 @@ pub fn explain_pull_error(url: &str, ref_: &str, stderr: &str) -> String {
     }
 }
 
-/// Where everything stands after the checks: nothing written yet.
-struct Plan {
-    def: Definition,
-    layout: Vec<Part>,
-    commit: String,
-    osname: String,
-    remote: String,
-    update_url: String,
-}
-
 fn device_bytes(device: &Path) -> Result<u64> {
     let out = Cmd::new("blockdev")
         .arg("--getsize64")
@@ -253,19 +233,9 @@ fn check_remote(opts: &Options, remote: &str, scratch: &Path) -> Result<String> 
     Ok(commit.trim().to_string())
 }
 
-/// The image definition: the given file, or the built-in default.
-pub fn definition(path: Option<&Path>) -> Result<Definition> {
-    match path {
-        Some(p) => Definition::load(p),
-        None => Definition::parse(
-            "images/default.json (built in)",
-            include_str!("../../images/default.json"),
-        ),
-    }
-}
-
-fn preflight(opts: &Options, scratch: &Path) -> Result<Plan> {
-    let def = definition(opts.definition.as_deref())?;
+/// Everything checked, nothing written yet: the writer's plan.
+fn preflight(opts: &Options, scratch: &Path) -> Result<disk::Plan> {
+    let def = Definition::load_or_builtin(opts.definition.as_deref())?;
     if let Some(k) = &opts.gpg_keyring
         && !k.is_file()
     {
@@ -286,20 +256,22 @@ fn preflight(opts: &Options, scratch: &Path) -> Result<Plan> {
     let commit = step("checking the URL, ref and signature", || {
         check_remote(opts, &remote, scratch)
     })?;
-    Ok(Plan {
+    Ok(disk::Plan {
+        // Every installed node gets its own filesystem ids.
+        ids: disk::Ids::random(layout.len()),
         osname: opts.osname.clone().unwrap_or_else(|| def.osname.clone()),
         update_url: opts.update_url.clone().unwrap_or_else(|| opts.url.clone()),
+        pull_url: opts.url.clone(),
+        source: disk::Source::Remote,
+        ref_: opts.ref_.clone(),
+        keyring: opts.gpg_keyring.clone(),
+        extra_kargs: opts.kargs.clone(),
+        source_date_epoch: None,
         remote,
         commit,
         layout,
         def,
     })
-}
-
-fn mount(what: &Path, at: &Path) -> Result<()> {
-    fs::create_dir_all(at)?;
-    Cmd::new("mount").arg(what).arg(at).run()?;
-    Ok(())
 }
 
 /// Install; returns the installed commit.
@@ -308,12 +280,21 @@ pub fn run(opts: &Options) -> Result<String> {
         .prefix("keelson-install-")
         .tempdir()?;
     let plan = preflight(opts, &work.path().join("check-repo"))?;
-    let result = write(opts, &plan, work.path());
-    // Unmount whatever is still mounted, innermost first.
-    for m in ["root/boot", "root"] {
-        let p = work.path().join(m);
-        let _ = Cmd::new("umount").arg(&p).run();
-    }
+    tracing::info!(
+        "installing {} ({}) onto {} ({} MiB): everything on it is erased",
+        opts.ref_,
+        plan.commit,
+        opts.device.display(),
+        plan.def.disk_size_mib
+    );
+    let result = disk::write(
+        &plan,
+        &disk::Target::Device(opts.device.clone()),
+        work.path(),
+    )
+    .and_then(|()| Cmd::new("sync").run().map(|_| ()));
+    sysroot::release(&work.path().join("root"));
+    disk::unmount_all(work.path());
     if let Err(e) = result {
         // Never leave a disk that looks installed.
         let _ = Cmd::new("wipefs")
@@ -328,143 +309,10 @@ pub fn run(opts: &Options) -> Result<String> {
     Ok(plan.commit)
 }
 
-fn write(opts: &Options, plan: &Plan, w: &Path) -> Result<()> {
-    let dev = &opts.device;
-    tracing::info!(
-        "installing {} ({}) onto {} ({} MiB): everything on it is erased",
-        opts.ref_,
-        plan.commit,
-        dev.display(),
-        plan.def.disk_size_mib
-    );
-    let node = |name: &str| {
-        let i = plan
-            .layout
-            .iter()
-            .position(|p| p.name == name)
-            .expect("partition")
-            + 1;
-        partition_path(dev, i)
-    };
-    step("partitioning", || {
-        Cmd::new("wipefs")
-            .args(["--all", "--quiet"])
-            .arg(dev)
-            .run()?;
-        Cmd::new("sfdisk")
-            .args(["--quiet", "--wipe=always", "--wipe-partitions=always"])
-            .arg(dev)
-            .stdin(plan.def.sfdisk_script()?.into_bytes())
-            .run()
-            .context("writing the GPT")?;
-        // The kernel must see the new partitions before mkfs.
-        let _ = Cmd::new("partx").arg("-u").arg(dev).run();
-        let _ = Cmd::new("udevadm").arg("settle").run();
-        for name in ["esp", "boot", "root"] {
-            let p = node(name);
-            for _ in 0..50 {
-                if p.exists() {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(100));
-            }
-            if !p.exists() {
-                bail!("{}: partition did not appear after sfdisk", p.display());
-            }
-        }
-        Ok(())
-    })?;
-    let (boot_uuid, root_uuid) = (image::random_uuid(), image::random_uuid());
-    step("making filesystems", || {
-        for (name, uuid) in [("root", &root_uuid), ("boot", &boot_uuid)] {
-            Cmd::new("mkfs.ext4")
-                .args(["-q", "-F", "-L", name, "-U", uuid])
-                .arg(node(name))
-                .run()
-                .with_context(|| format!("building the {name} filesystem"))?;
-        }
-        Ok(())
-    })?;
-    let root = w.join("root");
-    mount(&node("root"), &root)?;
-    mount(&node("boot"), &root.join("boot"))?;
-
-    let mkconfig = sysroot::mkconfig_link(w)?;
-    let mut kargs = vec![format!("root=UUID={root_uuid}"), "rw".to_string()];
-    kargs.extend(plan.def.kernel_args.iter().cloned());
-    kargs.extend(opts.kargs.iter().cloned());
-    let staged = step("pulling and deploying", || {
-        sysroot::stage(
-            &root,
-            sysroot::Source::Remote,
-            &opts.ref_,
-            &plan.commit,
-            &plan.osname,
-            &plan.remote,
-            &opts.url,
-            &kargs,
-            &mkconfig,
-            opts.gpg_keyring.as_deref(),
-        )
-    })?;
-    sysroot::finish(&staged, &boot_uuid)?;
-    if plan.update_url != opts.url {
-        // Same signature policy, the production URL.
-        sysroot::remote_add(
-            &root.join("ostree/repo"),
-            &plan.remote,
-            &plan.update_url,
-            Some(&opts.ref_),
-            opts.gpg_keyring.as_deref(),
-        )
-        .context("pointing the node at its update URL")?;
-    }
-
-    step("installing GRUB", || {
-        let early = w.join("early.cfg");
-        fs::write(&early, grub::early_config(&boot_uuid)?)?;
-        let efi = if plan.def.firmware.contains(&Firmware::Uefi) {
-            let p = w.join("BOOTX64.EFI");
-            grub::efi_image(&staged.deployment, &early, &p)?;
-            Some(p)
-        } else {
-            None
-        };
-        // The installer has no mtools: format the partition and mount it.
-        image::mkfs_esp_cmd(&format!("{:08X}", image::rand_u32()))
-            .arg(node("esp"))
-            .run()
-            .context("building the ESP")?;
-        if let Some(efi) = &efi {
-            let mnt = w.join("esp");
-            mount(&node("esp"), &mnt)?;
-            let copied = fs::create_dir_all(mnt.join("EFI/BOOT"))
-                .and_then(|_| fs::copy(efi, mnt.join("EFI/BOOT/BOOTX64.EFI")).map(|_| ()))
-                .context("copying GRUB onto the ESP");
-            Cmd::new("umount").arg(&mnt).run()?;
-            copied?;
-        }
-        if plan.def.firmware.contains(&Firmware::Bios) {
-            let bios = image::part(&plan.layout, "bios");
-            grub::install_bios(dev, bios, &staged.deployment, &early, w)?;
-        }
-        Ok(())
-    })?;
-    sysroot::release(&root);
-    Cmd::new("sync").run()?;
-    Ok(())
-}
-
 /// Reboot now (the installer has synced the disk).
 pub fn reboot() -> Result<()> {
-    // SAFETY: plain syscalls without pointers.
-    unsafe {
-        libc::sync();
-        if libc::reboot(libc::RB_AUTOBOOT) != 0 {
-            return Err(std::io::Error::last_os_error()).context("reboot(2)");
-        }
-    }
-    Ok(())
+    rustix::fs::sync();
+    rustix::system::reboot(rustix::system::RebootCommand::Restart).context("reboot(2)")
 }
 
 #[cfg(test)]
@@ -472,23 +320,7 @@ mod tests {
     use super::*;
 
     fn def() -> Definition {
-        definition(None).unwrap()
-    }
-
-    #[test]
-    fn partition_names() {
-        assert_eq!(
-            partition_path(Path::new("/dev/vda"), 2),
-            PathBuf::from("/dev/vda2")
-        );
-        assert_eq!(
-            partition_path(Path::new("/dev/nvme0n1"), 4),
-            PathBuf::from("/dev/nvme0n1p4")
-        );
-        assert_eq!(
-            partition_path(Path::new("/dev/loop7"), 1),
-            PathBuf::from("/dev/loop7p1")
-        );
+        Definition::load_or_builtin(None).unwrap()
     }
 
     #[test]

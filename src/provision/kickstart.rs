@@ -36,6 +36,61 @@ pub struct Params {
     pub vars: BTreeMap<String, String>,
 }
 
+/// `keelson kickstart`: the command line's request.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Request {
+    /// The ostree repository URL the installer pulls from.
+    #[arg(long)]
+    pub url: String,
+    /// The ref to install, e.g. keelson/12/x86_64/k8s-node.
+    #[arg(long = "ref")]
+    pub ref_: String,
+    /// The stateroot (default: the image definition's).
+    #[arg(long)]
+    pub osname: Option<String>,
+    /// Remote name on the node (default: the image definition's).
+    #[arg(long)]
+    pub remote: Option<String>,
+    /// Where the node looks for updates after the install (default: --url).
+    #[arg(long)]
+    pub update_url: Option<String>,
+    /// Install without verifying signatures (ostreesetup --nogpg).
+    #[arg(long)]
+    pub nogpg: bool,
+    /// A shipped template (ostree, ostree-minimal) or a template file.
+    #[arg(long, default_value = "ostree")]
+    pub template: String,
+    /// Extra template variable NAME=VALUE (repeatable): ssh_key, hostname,
+    /// disk, timezone, lang, keyboard in the shipped templates.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    /// Image definition for partition sizes and kernel arguments (default:
+    /// the built-in images/default.json).
+    #[arg(long)]
+    pub definition: Option<std::path::PathBuf>,
+}
+
+/// The kickstart for a request: the definition's defaults filled in.
+pub fn render_request(r: &Request) -> Result<String> {
+    let def = Definition::load_or_builtin(r.definition.as_deref())?;
+    let mut vars = BTreeMap::new();
+    for v in &r.vars {
+        let (k, val) = parse_var(v)?;
+        vars.insert(k, val);
+    }
+    let params = Params {
+        url: r.url.clone(),
+        ref_: r.ref_.clone(),
+        osname: r.osname.clone().unwrap_or_else(|| def.osname.clone()),
+        remote: r.remote.clone().unwrap_or_else(|| def.remote.name.clone()),
+        nogpg: r.nogpg,
+        update_url: r.update_url.clone(),
+        vars,
+    };
+    let (name, text) = template(&r.template)?;
+    render(&name, &text, &def, &params)
+}
+
 #[derive(Serialize)]
 struct Parts {
     bios_boot_mib: u64,
@@ -107,8 +162,8 @@ pub fn template(name: &str) -> Result<(String, String)> {
     }
     let p = Path::new(name);
     if name.contains('/') || p.exists() {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("--template {name}: cannot read"))?;
+        let text =
+            fs_err::read_to_string(p).with_context(|| format!("--template {name}: cannot read"))?;
         return Ok((name.to_string(), text));
     }
     let known: Vec<&str> = TEMPLATES.iter().map(|(n, _)| *n).collect();

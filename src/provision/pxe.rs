@@ -5,7 +5,7 @@
 //! kickstart for RHEL-family installers, and SHA256SUMS. The output
 //! directory appears only when complete.
 
-use std::fs;
+use fs_err as fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -53,27 +53,69 @@ pub const DEFAULT_INSTALLER_KARGS: &[&str] = &["console=tty0", "console=ttyS0,11
 /// Where the keyring goes inside the installer initramfs.
 const KEYRING_IN_INITRD: &str = "/etc/keelson/install-keyring.gpg";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    /// The ostree repo holding the commit (the installer's kernel and
+    /// initramfs come from its tree).
+    #[arg(long)]
     pub repo: PathBuf,
+    /// The ref to install.
+    #[arg(long = "ref")]
     pub ref_: String,
+    /// Output directory (created; must not exist or be empty).
+    #[arg(long, short = 'o')]
     pub output: PathBuf,
-    /// The repository URL the installer pulls from.
-    pub url: String,
+    /// The repository URL the installer pulls from (default: the image
+    /// definition's remote URL).
+    #[arg(long)]
+    pub url: Option<String>,
     /// The disk the installer erases and installs onto.
+    #[arg(long, default_value = "/dev/vda")]
     pub device: String,
-    /// HTTP(S) URL where the artifacts will be served (absolute paths in
-    /// the boot configs); without it, paths are relative to the TFTP root.
+    /// http(s) URL the artifacts will be served from (absolute paths in the
+    /// boot configs); default: paths relative to the TFTP root.
+    #[arg(long)]
     pub pxe_url: Option<String>,
+    /// Image definition (default: the built-in images/default.json).
+    #[arg(long)]
     pub definition: Option<PathBuf>,
-    /// Kernel arguments of the installed node (beyond the definition's).
+    /// Kernel argument for the installed node (repeatable).
+    #[arg(long = "karg", value_name = "ARG")]
     pub kargs: Vec<String>,
-    /// Kernel arguments of the installer itself (console=…).
+    /// Kernel argument for the installer itself (repeatable; default:
+    /// console=tty0 console=ttyS0,115200n8).
+    #[arg(long = "installer-karg", value_name = "ARG")]
     pub installer_kargs: Vec<String>,
+    /// Keyring the installer verifies the commit with (and the node keeps).
+    #[arg(long)]
     pub gpg_keyring: Option<PathBuf>,
+    /// The node's update URL after the install (default: --url).
+    #[arg(long)]
     pub update_url: Option<String>,
-    /// The installer may erase a disk that already holds data.
+    /// Let the installer erase a disk that already holds data
+    /// (keelson.install.wipe); without it such a disk is refused.
+    #[arg(long)]
     pub wipe: bool,
+}
+
+impl Options {
+    /// The defaults filled in: the definition's URL, the installer's
+    /// console arguments.
+    pub fn resolved(&self, def: &Definition) -> Options {
+        let mut o = self.clone();
+        o.url.get_or_insert_with(|| def.remote.url.clone());
+        if o.installer_kargs.is_empty() {
+            o.installer_kargs = DEFAULT_INSTALLER_KARGS
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        }
+        o
+    }
+
+    fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -92,7 +134,7 @@ pub fn cmdline(o: &Options, keyring_in_initrd: bool) -> String {
     args.extend([
         "rd.systemd.unit=keelson-installer.target".to_string(),
         format!("keelson.install.device={}", o.device),
-        format!("keelson.install.url={}", o.url),
+        format!("keelson.install.url={}", o.url()),
         format!("keelson.install.ref={}", o.ref_),
     ]);
     if let Some(u) = &o.update_url {
@@ -136,7 +178,7 @@ pub fn boot_configs(o: &Options, cmdline: &str) -> Result<Vec<(&'static str, Str
     };
     let mut ctx = tera::Context::new();
     ctx.insert("ref", &o.ref_);
-    ctx.insert("url", &o.url);
+    ctx.insert("url", o.url());
     ctx.insert("device", &o.device);
     ctx.insert("cmdline", cmdline);
     ctx.insert("base", &base);
@@ -150,7 +192,7 @@ pub fn boot_configs(o: &Options, cmdline: &str) -> Result<Vec<(&'static str, Str
 }
 
 fn validate(o: &Options) -> Result<()> {
-    for (flag, u) in [("--url", Some(&o.url)), ("--pxe-url", o.pxe_url.as_ref())] {
+    for (flag, u) in [("--url", o.url.as_ref()), ("--pxe-url", o.pxe_url.as_ref())] {
         if let Some(u) = u
             && (!(u.starts_with("http://") || u.starts_with("https://"))
                 || u.contains(char::is_whitespace))
@@ -172,8 +214,9 @@ fn validate(o: &Options) -> Result<()> {
 }
 
 pub fn run(o: &Options) -> Result<Artifacts> {
+    let def = Definition::load_or_builtin(o.definition.as_deref())?;
+    let o = &o.resolved(&def);
     validate(o)?;
-    let def = super::install::definition(o.definition.as_deref())?;
     let commit = crate::image::resolve(&o.repo, &o.ref_)?;
     if o.output.exists()
         && fs::read_dir(&o.output)
@@ -197,7 +240,7 @@ pub fn run(o: &Options) -> Result<Artifacts> {
         fs::remove_dir(&o.output)?;
     }
     let staging = staging.keep();
-    fs::set_permissions(&staging, fs::Permissions::from_mode(0o755))?;
+    fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755))?;
     fs::rename(&staging, &o.output)
         .with_context(|| format!("{}: cannot move into place", o.output.display()))?;
     art.directory = o.output.display().to_string();
@@ -226,7 +269,7 @@ fn build_in(
         fs::remove_dir_all(&etc)?;
     }
     fs::rename(tree.join("usr/etc"), &etc).context("the tree has no /usr/etc")?;
-    crate::postprocess::initramfs::write_embedded(&tree, MODULE)?;
+    crate::postprocess::initramfs::write_embedded(&crate::util::tree::Tree::open(&tree)?, MODULE)?;
     if let Some(k) = &o.gpg_keyring {
         let dst = tree.join(KEYRING_IN_INITRD.trim_start_matches('/'));
         fs::create_dir_all(dst.parent().expect("has parent"))?;
@@ -268,7 +311,7 @@ fn build_in(
         fs::write(&p, text)?;
     }
     let params = super::kickstart::Params {
-        url: o.url.clone(),
+        url: o.url().to_string(),
         ref_: o.ref_.clone(),
         osname: def.osname.clone(),
         remote: def.remote.name.clone(),
@@ -291,7 +334,7 @@ fn build_in(
         "keelson.ks",
     ] {
         let p = out.join(rel);
-        fs::set_permissions(&p, fs::Permissions::from_mode(0o644))?;
+        fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644))?;
         files.push((rel.to_string(), crate::image::sha256_file(&p)?));
     }
     let sums: String = files.iter().map(|(f, h)| format!("{h}  {f}\n")).collect();
@@ -313,7 +356,7 @@ mod tests {
             repo: "repo".into(),
             ref_: "keelson/12/x86_64/k8s-node".into(),
             output: "pxe".into(),
-            url: "http://10.0.2.2:8000/repo".into(),
+            url: Some("http://10.0.2.2:8000/repo".into()),
             device: "/dev/vda".into(),
             pxe_url: Some("http://10.0.2.2:8000/pxe/".into()),
             definition: None,
@@ -364,7 +407,7 @@ mod tests {
     #[test]
     fn bad_options_name_the_flag() {
         let mut o = opts();
-        o.url = "10.0.2.2/repo".into();
+        o.url = Some("10.0.2.2/repo".into());
         assert!(
             validate(&o)
                 .unwrap_err()

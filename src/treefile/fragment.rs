@@ -29,6 +29,7 @@ impl OneOrMany {
 }
 
 /// A scalar variable value: rpm-ostree allows strings, numbers and booleans.
+/// Merged as a scalar: the includer's value wins.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(untagged)]
 pub enum VarValue {
@@ -62,26 +63,23 @@ pub enum CheckPasswdKind {
     Previous,
 }
 
-/// The Debian backend's source settings (keelson extension).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct DebSource {
-    /// Suite or codename, e.g. `bookworm`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub suite: Option<String>,
-    /// Mirror URL; without it the build host's apt sources for the suite are used.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<String>,
-    /// Archive components, e.g. `["main"]`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub components: Option<Vec<String>>,
-    /// mmdebstrap variant (`minbase` by default).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant: Option<String>,
-    /// More apt repositories, e.g. the upstream Kubernetes one for the
-    /// kubelet. Lists from included files are concatenated.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub extra_sources: Option<Vec<ExtraSource>>,
+crate::mergeable! {
+    /// The Debian backend's source settings (keelson extension).
+    #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+    #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct DebSource {
+        /// Suite or codename, e.g. `bookworm`.
+        pub suite: Option<String>,
+        /// Mirror URL; without it the build host's apt sources for the suite are used.
+        pub mirror: Option<String>,
+        /// Archive components, e.g. `["main"]`.
+        pub components: Option<Vec<String>>,
+        /// mmdebstrap variant (`minbase` by default).
+        pub variant: Option<String>,
+        /// More apt repositories, e.g. the upstream Kubernetes one for the
+        /// kubelet. Lists from included files are concatenated.
+        pub extra_sources: Vec<ExtraSource>,
+    }
 }
 
 /// One extra apt repository (`deb [signed-by=KEY] URI SUITE COMPONENT...`).
@@ -108,51 +106,87 @@ pub enum Backend {
     Rpm,
 }
 
-/// Fields as they appear in one file. Lists stay lists so merges keep order.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Fragment {
-    #[serde(rename = "ref")]
-    pub ref_: Option<String>,
-    pub include: Option<OneOrMany>,
-    pub arch_include: Option<BTreeMap<String, OneOrMany>>,
-    pub variables: Option<BTreeMap<String, VarValue>>,
-    pub releasever: Option<VarValue>,
-    pub backend: Option<Backend>,
-    pub deb: Option<DebSource>,
-    pub repos: Option<Vec<String>>,
-    pub packages: Option<Vec<String>>,
-    pub exclude_packages: Option<Vec<String>>,
-    pub recommends: Option<bool>,
-    pub documentation: Option<bool>,
-    pub add_files: Option<Vec<(String, String)>>,
-    pub remove_files: Option<Vec<String>>,
-    pub remove_from_packages: Option<Vec<Vec<String>>>,
-    pub postprocess: Option<Vec<String>>,
-    pub postprocess_script: Option<String>,
-    pub units: Option<Vec<String>>,
-    #[serde(alias = "default_target")]
-    pub default_target: Option<String>,
-    pub initramfs_args: Option<Vec<String>>,
-    pub preserve_passwd: Option<bool>,
-    pub check_passwd: Option<CheckPasswd>,
-    pub check_groups: Option<CheckPasswd>,
-    pub ignore_removed_users: Option<Vec<String>>,
-    pub ignore_removed_groups: Option<Vec<String>>,
-    pub machineid_compat: Option<bool>,
-    pub readonly_executables: Option<bool>,
-    pub tmp_is_dir: Option<bool>,
-    #[serde(alias = "automatic_version_prefix")]
-    pub automatic_version_prefix: Option<String>,
-    pub mutate_os_release: Option<String>,
-    pub add_commit_metadata: Option<Map<String, Value>>,
-    pub selinux: Option<bool>,
-    pub osname: Option<String>,
-    #[serde(alias = "boot_location")]
-    pub boot_location: Option<String>,
-    /// `packages-<arch>` keys, collected before deserialisation.
-    #[serde(skip)]
-    pub arch_packages: BTreeMap<String, Vec<String>>,
+crate::mergeable! {
+    /// Fields as they appear in one file, and (finalised) the flattened
+    /// treefile. This is the one list of keys: the include merge follows
+    /// each field's type (scalars `Option`/[`Flag`]: the includer wins;
+    /// lists `Vec`: the included items first; maps: union, the includer
+    /// winning; `deb`: field by field). A new key is one line here.
+    #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+    #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+    pub struct Fragment {
+        #[serde(rename = "ref")]
+        pub ref_: Option<String>,
+        pub include: Option<OneOrMany>,
+        pub arch_include: Option<BTreeMap<String, OneOrMany>>,
+        pub variables: BTreeMap<String, VarValue>,
+        pub releasever: Option<VarValue>,
+        pub backend: Option<Backend>,
+        pub deb: DebSource,
+        pub repos: Vec<String>,
+        pub packages: Vec<String>,
+        pub exclude_packages: Vec<String>,
+        pub recommends: Flag<true>,
+        pub documentation: Flag<true>,
+        pub add_files: Vec<(String, String)>,
+        pub remove_files: Vec<String>,
+        pub remove_from_packages: Vec<Vec<String>>,
+        pub postprocess: Vec<String>,
+        pub postprocess_script: Option<String>,
+        pub units: Vec<String>,
+        #[serde(alias = "default_target")]
+        pub default_target: Option<String>,
+        pub initramfs_args: Vec<String>,
+        pub preserve_passwd: Flag<true>,
+        pub check_passwd: Option<CheckPasswd>,
+        pub check_groups: Option<CheckPasswd>,
+        pub ignore_removed_users: Vec<String>,
+        pub ignore_removed_groups: Vec<String>,
+        pub machineid_compat: Flag<true>,
+        pub readonly_executables: Flag<false>,
+        pub tmp_is_dir: Flag<false>,
+        #[serde(alias = "automatic_version_prefix")]
+        pub automatic_version_prefix: Option<String>,
+        pub mutate_os_release: Option<String>,
+        pub add_commit_metadata: Map<String, Value>,
+        pub selinux: Option<bool>,
+        pub osname: Option<String>,
+        #[serde(alias = "boot_location")]
+        pub boot_location: Option<String>,
+        /// `packages-<arch>` keys, collected before deserialisation (folded
+        /// into `packages` when the treefile is finalised).
+        #[serde(skip)]
+        pub arch_packages: BTreeMap<String, Vec<String>>,
+    }
+}
+
+impl Fragment {
+    /// `check-passwd` as the compose uses it (default: previous).
+    pub fn check_passwd_kind(&self) -> CheckPasswdKind {
+        self.check_passwd
+            .as_ref()
+            .map(|c| c.kind)
+            .unwrap_or(CheckPasswdKind::Previous)
+    }
+
+    pub fn check_groups_kind(&self) -> CheckPasswdKind {
+        self.check_groups
+            .as_ref()
+            .map(|c| c.kind)
+            .unwrap_or(CheckPasswdKind::Previous)
+    }
+}
+
+/// A boolean with a default: unset in a fragment lets an included file's
+/// value (or the default `D`) through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Flag<const D: bool>(pub Option<bool>);
+
+impl<const D: bool> Flag<D> {
+    pub fn get(&self) -> bool {
+        self.0.unwrap_or(D)
+    }
 }
 
 /// rpm-ostree fields keelson does not implement: named so the error says so
@@ -243,7 +277,7 @@ fn simplify(e: &serde_json::Error) -> String {
 /// Checks that need more than types: paths in add-files/remove-files and the
 /// shape of remove-from-packages.
 fn validate(file: &str, f: &Fragment) -> Result<()> {
-    for (i, (src, dst)) in f.add_files.iter().flatten().enumerate() {
+    for (i, (src, dst)) in f.add_files.iter().enumerate() {
         if src.is_empty() {
             bail!("{file}: add-files[{i}][0]: source path is empty");
         }
@@ -259,7 +293,7 @@ fn validate(file: &str, f: &Fragment) -> Result<()> {
             );
         }
     }
-    for (i, p) in f.remove_files.iter().flatten().enumerate() {
+    for (i, p) in f.remove_files.iter().enumerate() {
         if p.starts_with('/') {
             bail!("{file}: remove-files[{i}]: {p:?} must be relative (no leading '/')");
         }
@@ -270,7 +304,7 @@ fn validate(file: &str, f: &Fragment) -> Result<()> {
             bail!("{file}: remove-files[{i}]: path is empty");
         }
     }
-    for (i, entry) in f.remove_from_packages.iter().flatten().enumerate() {
+    for (i, entry) in f.remove_from_packages.iter().enumerate() {
         if entry.len() < 2 {
             bail!("{file}: remove-from-packages[{i}]: expected [package, regex, ...]");
         }
@@ -294,13 +328,12 @@ fn validate(file: &str, f: &Fragment) -> Result<()> {
     if f.selinux == Some(true) {
         bail!("{file}: selinux: labelling is not supported by keelson (set false)");
     }
-    if f.repos.as_ref().is_some_and(|r| !r.is_empty()) && f.backend != Some(Backend::Rpm) {
+    if !f.repos.is_empty() && f.backend != Some(Backend::Rpm) {
         // `repos` only means something to the rpm backend; a deb treefile that
         // lists them is most likely a copy of a Fedora one.
         bail!("{file}: repos: only used by the rpm backend; deb sources go in `deb`");
     }
-    let extra = f.deb.as_ref().and_then(|d| d.extra_sources.as_ref());
-    for (i, src) in extra.into_iter().flatten().enumerate() {
+    for (i, src) in f.deb.extra_sources.iter().enumerate() {
         let field = format!("deb.extra-sources[{i}]");
         if src.uri.starts_with("file:") {
             // apt hands dpkg the .deb in place, and dpkg runs inside the
@@ -340,7 +373,7 @@ fn validate(file: &str, f: &Fragment) -> Result<()> {
             _ => {}
         }
     }
-    for (i, p) in f.packages.iter().flatten().enumerate() {
+    for (i, p) in f.packages.iter().enumerate() {
         if p.trim().is_empty() {
             bail!("{file}: packages[{i}]: empty package name");
         }

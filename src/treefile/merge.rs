@@ -6,107 +6,97 @@
 
 use std::collections::BTreeMap;
 
+use serde_json::{Map, Value};
+
 use super::fragment::Fragment;
 
-fn scalar<T>(includer: Option<T>, included: Option<T>) -> Option<T> {
-    includer.or(included)
+/// Merge an included file's value (`self`) with the includer's.
+pub trait Merge {
+    fn merge(self, includer: Self) -> Self;
 }
 
-fn list<T>(included: Option<Vec<T>>, includer: Option<Vec<T>>) -> Option<Vec<T>> {
-    match (included, includer) {
-        (None, None) => None,
-        (a, b) => {
-            let mut out = a.unwrap_or_default();
-            out.extend(b.unwrap_or_default());
-            Some(out)
-        }
+/// Scalars: the includer wins, the included file fills gaps.
+impl<T> Merge for Option<T> {
+    fn merge(self, includer: Self) -> Self {
+        includer.or(self)
     }
 }
 
-fn map<K: Ord, V>(
-    included: Option<BTreeMap<K, V>>,
-    includer: Option<BTreeMap<K, V>>,
-) -> Option<BTreeMap<K, V>> {
-    match (included, includer) {
-        (None, None) => None,
-        (a, b) => {
-            let mut out = a.unwrap_or_default();
-            out.extend(b.unwrap_or_default());
-            Some(out)
-        }
+impl<const D: bool> Merge for super::fragment::Flag<D> {
+    fn merge(self, includer: Self) -> Self {
+        Self(includer.0.or(self.0))
     }
+}
+
+/// Lists: the included file's items first.
+impl<T> Merge for Vec<T> {
+    fn merge(mut self, includer: Self) -> Self {
+        self.extend(includer);
+        self
+    }
+}
+
+/// Maps: union; a key in both merges its values (lists concatenate,
+/// scalars: the includer wins).
+impl<K: Ord, V: Merge> Merge for BTreeMap<K, V> {
+    fn merge(mut self, includer: Self) -> Self {
+        for (k, v) in includer {
+            let merged = match self.remove(&k) {
+                Some(old) => old.merge(v),
+                None => v,
+            };
+            self.insert(k, merged);
+        }
+        self
+    }
+}
+
+/// `add-commit-metadata`: union, the includer's value wins.
+impl Merge for Map<String, Value> {
+    fn merge(mut self, includer: Self) -> Self {
+        self.extend(includer);
+        self
+    }
+}
+
+impl Merge for super::fragment::VarValue {
+    fn merge(self, includer: Self) -> Self {
+        includer
+    }
+}
+
+/// Declare a struct whose [`Merge`] merges it field by field, each field
+/// by its type's rule: the field list is written once.
+#[macro_export]
+macro_rules! mergeable {
+    (
+        $(#[$m:meta])*
+        $vis:vis struct $name:ident {
+            $( $(#[$fm:meta])* $fvis:vis $field:ident : $ty:ty ),* $(,)?
+        }
+    ) => {
+        $(#[$m])*
+        $vis struct $name {
+            $( $(#[$fm])* $fvis $field : $ty ),*
+        }
+
+        impl $crate::treefile::merge::Merge for $name {
+            fn merge(self, includer: Self) -> Self {
+                $name {
+                    $( $field: $crate::treefile::merge::Merge::merge(self.$field, includer.$field) ),*
+                }
+            }
+        }
+    };
 }
 
 /// Merge `included` into `includer` (the file that named it).
 /// `include`/`arch-include` are consumed by the loader and dropped here.
 pub fn merge(included: Fragment, includer: Fragment) -> Fragment {
-    let mut arch_packages = included.arch_packages;
-    for (arch, pkgs) in includer.arch_packages {
-        arch_packages.entry(arch).or_default().extend(pkgs);
-    }
-    let deb = match (included.deb, includer.deb) {
-        (Some(a), Some(b)) => Some(super::fragment::DebSource {
-            suite: scalar(b.suite, a.suite),
-            mirror: scalar(b.mirror, a.mirror),
-            components: scalar(b.components, a.components),
-            variant: scalar(b.variant, a.variant),
-            extra_sources: list(a.extra_sources, b.extra_sources),
-        }),
-        (a, b) => scalar(b, a),
-    };
-    let metadata = match (included.add_commit_metadata, includer.add_commit_metadata) {
-        (None, None) => None,
-        (a, b) => {
-            let mut out = a.unwrap_or_default();
-            for (k, v) in b.unwrap_or_default() {
-                out.insert(k, v);
-            }
-            Some(out)
-        }
-    };
-    Fragment {
-        ref_: scalar(includer.ref_, included.ref_),
-        include: None,
-        arch_include: None,
-        variables: map(included.variables, includer.variables),
-        releasever: scalar(includer.releasever, included.releasever),
-        backend: scalar(includer.backend, included.backend),
-        deb,
-        repos: list(included.repos, includer.repos),
-        packages: list(included.packages, includer.packages),
-        exclude_packages: list(included.exclude_packages, includer.exclude_packages),
-        recommends: scalar(includer.recommends, included.recommends),
-        documentation: scalar(includer.documentation, included.documentation),
-        add_files: list(included.add_files, includer.add_files),
-        remove_files: list(included.remove_files, includer.remove_files),
-        remove_from_packages: list(included.remove_from_packages, includer.remove_from_packages),
-        postprocess: list(included.postprocess, includer.postprocess),
-        postprocess_script: scalar(includer.postprocess_script, included.postprocess_script),
-        units: list(included.units, includer.units),
-        default_target: scalar(includer.default_target, included.default_target),
-        initramfs_args: list(included.initramfs_args, includer.initramfs_args),
-        preserve_passwd: scalar(includer.preserve_passwd, included.preserve_passwd),
-        check_passwd: scalar(includer.check_passwd, included.check_passwd),
-        check_groups: scalar(includer.check_groups, included.check_groups),
-        ignore_removed_users: list(included.ignore_removed_users, includer.ignore_removed_users),
-        ignore_removed_groups: list(
-            included.ignore_removed_groups,
-            includer.ignore_removed_groups,
-        ),
-        machineid_compat: scalar(includer.machineid_compat, included.machineid_compat),
-        readonly_executables: scalar(includer.readonly_executables, included.readonly_executables),
-        tmp_is_dir: scalar(includer.tmp_is_dir, included.tmp_is_dir),
-        automatic_version_prefix: scalar(
-            includer.automatic_version_prefix,
-            included.automatic_version_prefix,
-        ),
-        mutate_os_release: scalar(includer.mutate_os_release, included.mutate_os_release),
-        add_commit_metadata: metadata,
-        selinux: scalar(includer.selinux, included.selinux),
-        osname: scalar(includer.osname, included.osname),
-        boot_location: scalar(includer.boot_location, included.boot_location),
-        arch_packages,
-    }
+    let mut f = included.merge(includer);
+    f.include = None;
+    f.arch_include = None;
+    f
 }
 
 #[cfg(test)]
@@ -134,26 +124,24 @@ mod tests {
                 f.ref_.as_deref() == Some("a")
             }),
             (r#"{"recommends":false}"#, r#"{"recommends":true}"#, |f| {
-                f.recommends == Some(true)
+                f.recommends.get()
             }),
             // lists: included items first
             (r#"{"packages":["a","b"]}"#, r#"{"packages":["c"]}"#, |f| {
-                f.packages == Some(vec!["a".into(), "b".into(), "c".into()])
+                f.packages == ["a", "b", "c"]
             }),
             (
                 r#"{"postprocess":["one"]}"#,
                 r#"{"postprocess":["two"]}"#,
-                |f| f.postprocess == Some(vec!["one".into(), "two".into()]),
+                |f| f.postprocess == ["one", "two"],
             ),
-            (r#"{"units":["x"]}"#, r#"{}"#, |f| {
-                f.units == Some(vec!["x".into()])
-            }),
+            (r#"{"units":["x"]}"#, r#"{}"#, |f| f.units == ["x"]),
             // maps: union, includer wins on a clash
             (
                 r#"{"variables":{"a":"1","b":"1"}}"#,
                 r#"{"variables":{"b":"2"}}"#,
                 |f| {
-                    let v = f.variables.as_ref().unwrap();
+                    let v = &f.variables;
                     v["a"].render() == "1" && v["b"].render() == "2"
                 },
             ),
@@ -161,7 +149,7 @@ mod tests {
                 r#"{"add-commit-metadata":{"k":"old","x":1}}"#,
                 r#"{"add-commit-metadata":{"k":"new"}}"#,
                 |f| {
-                    let v = f.add_commit_metadata.as_ref().unwrap();
+                    let v = &f.add_commit_metadata;
                     v["k"] == "new" && v["x"] == 1
                 },
             ),
@@ -176,7 +164,7 @@ mod tests {
                 r#"{"deb":{"suite":"bookworm","components":["main"]}}"#,
                 r#"{"deb":{"suite":"trixie"}}"#,
                 |f| {
-                    let d = f.deb.as_ref().unwrap();
+                    let d = &f.deb;
                     d.suite.as_deref() == Some("trixie")
                         && d.components == Some(vec!["main".to_string()])
                 },

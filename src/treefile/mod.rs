@@ -9,8 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 pub use fragment::{Backend, CheckPasswdKind, DebSource, Fragment};
 
@@ -22,43 +21,25 @@ pub fn basearch() -> &'static str {
     std::env::consts::ARCH
 }
 
-/// A flattened, validated treefile. Serialises to the canonical JSON that
-/// `--print-only` prints and the inputhash covers.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "kebab-case")]
+/// A flattened, validated treefile: the merged [`Fragment`] with variables
+/// substituted, `packages-<arch>` folded in and lists made sets where
+/// rpm-ostree treats them as sets. Its fields are the fragment's (Deref);
+/// `ref_` and the package sets are here in their final types.
+#[derive(Debug, Clone)]
 pub struct Treefile {
-    #[serde(rename = "ref")]
     pub ref_: String,
-    pub backend: Backend,
-    pub deb: DebSource,
     pub packages: BTreeSet<String>,
     pub exclude_packages: BTreeSet<String>,
-    pub recommends: bool,
-    pub documentation: bool,
-    /// Sources relative to the directory of the top-level treefile.
-    pub add_files: Vec<(String, String)>,
-    pub remove_files: Vec<String>,
-    pub remove_from_packages: Vec<Vec<String>>,
-    pub postprocess: Vec<String>,
-    /// Relative to the directory of the top-level treefile.
-    pub postprocess_script: Option<String>,
-    pub units: Vec<String>,
-    pub default_target: Option<String>,
-    pub initramfs_args: Vec<String>,
-    pub preserve_passwd: bool,
-    pub check_passwd: CheckPasswdKind,
-    pub check_groups: CheckPasswdKind,
-    pub ignore_removed_users: Vec<String>,
-    pub ignore_removed_groups: Vec<String>,
-    pub machineid_compat: bool,
-    pub readonly_executables: bool,
-    pub tmp_is_dir: bool,
-    pub automatic_version_prefix: Option<String>,
-    pub mutate_os_release: Option<String>,
-    pub add_commit_metadata: Map<String, Value>,
-    pub osname: Option<String>,
-    #[serde(skip)]
+    /// The finalised fragment: what `--print-only` prints.
+    pub flat: Fragment,
     pub basedir: PathBuf,
+}
+
+impl std::ops::Deref for Treefile {
+    type Target = Fragment;
+    fn deref(&self) -> &Fragment {
+        &self.flat
+    }
 }
 
 impl Treefile {
@@ -74,22 +55,49 @@ impl Treefile {
         finalize(frag, basedir, &path.display().to_string())
     }
 
-    /// Canonical JSON: keys in struct order, sets sorted. Stable across runs.
+    /// Canonical JSON: keys in struct order, sets sorted, unset keys left
+    /// out. Stable across runs, and a treefile that reads back to the same
+    /// result (`--print-only`).
     pub fn canonical_json(&self) -> String {
-        serde_json::to_string(self).expect("treefile serialises")
+        serde_json::to_string(&self.value()).expect("treefile serialises")
+    }
+
+    /// The flattened treefile as a JSON object, without unset keys.
+    pub fn value(&self) -> Value {
+        let mut v = serde_json::to_value(&self.flat).expect("treefile serialises");
+        if let Value::Object(m) = &mut v {
+            m.retain(|_, x| !is_unset(x));
+            if let Some(Value::Object(deb)) = m.get_mut("deb") {
+                deb.retain(|_, x| !is_unset(x));
+            }
+            if m.get("deb").is_some_and(is_unset) {
+                m.remove("deb");
+            }
+        }
+        v
     }
 
     /// Absolute paths of every file the treefile references (for the inputhash).
     pub fn referenced_files(&self) -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> = self
+        let s = &self.flat;
+        let mut files: Vec<PathBuf> = s
             .add_files
             .iter()
             .map(|(src, _)| self.basedir.join(src))
             .collect();
-        if let Some(s) = &self.postprocess_script {
-            files.push(self.basedir.join(s));
+        if let Some(p) = &s.postprocess_script {
+            files.push(self.basedir.join(p));
         }
         files
+    }
+}
+
+fn is_unset(v: &Value) -> bool {
+    match v {
+        Value::Null => true,
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+        _ => false,
     }
 }
 
@@ -113,7 +121,7 @@ fn load_recursive(
     if !seen.insert(file.to_path_buf()) {
         bail!("{shown}: include: file is included more than once");
     }
-    let text = std::fs::read_to_string(file).with_context(|| format!("{shown}: cannot read"))?;
+    let text = fs_err::read_to_string(file).with_context(|| format!("{shown}: cannot read"))?;
     let mut frag = fragment::parse(&shown, &text)?;
     let dir = file.parent().expect("a file has a parent");
     check_sources_exist(&shown, &frag, dir)?;
@@ -164,7 +172,7 @@ fn load_recursive(
 /// Files named by the treefile must exist now, not fail after a long
 /// package installation.
 fn check_sources_exist(shown: &str, frag: &Fragment, dir: &Path) -> Result<()> {
-    for (i, (src, _)) in frag.add_files.iter().flatten().enumerate() {
+    for (i, (src, _)) in frag.add_files.iter().enumerate() {
         let p = dir.join(src);
         if !p.is_file() {
             bail!(
@@ -173,8 +181,7 @@ fn check_sources_exist(shown: &str, frag: &Fragment, dir: &Path) -> Result<()> {
             );
         }
     }
-    let extra = frag.deb.as_ref().and_then(|d| d.extra_sources.as_ref());
-    for (i, src) in extra.into_iter().flatten().enumerate() {
+    for (i, src) in frag.deb.extra_sources.iter().enumerate() {
         if let Some(key) = &src.signed_by {
             let p = dir.join(key);
             if !p.is_file() {
@@ -208,14 +215,13 @@ fn rebase_paths(frag: &mut Fragment, dir: &Path, rootdir: &Path) {
             prefix.join(p).display().to_string()
         }
     };
-    for (src, _) in frag.add_files.iter_mut().flatten() {
+    for (src, _) in frag.add_files.iter_mut() {
         *src = rebase(src);
     }
     if let Some(s) = frag.postprocess_script.as_mut() {
         *s = rebase(s);
     }
-    let extra = frag.deb.as_mut().and_then(|d| d.extra_sources.as_mut());
-    for src in extra.into_iter().flatten() {
+    for src in frag.deb.extra_sources.iter_mut() {
         if let Some(k) = src.signed_by.as_mut() {
             *k = rebase(k);
         }
@@ -237,14 +243,15 @@ pub fn relative_path(from: &Path, to: &Path) -> PathBuf {
     out
 }
 
-/// Apply arch lists, variables and defaults.
-fn finalize(f: Fragment, basedir: PathBuf, shown: &str) -> Result<Treefile> {
+/// Apply arch lists and variables; check what only the whole treefile can
+/// tell. Defaults stay unset (each field's type knows its default).
+fn finalize(mut f: Fragment, basedir: PathBuf, shown: &str) -> Result<Treefile> {
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     vars.insert("basearch".into(), basearch().into());
     if let Some(r) = &f.releasever {
         vars.insert("releasever".into(), r.render());
     }
-    for (k, v) in f.variables.iter().flatten() {
+    for (k, v) in &f.variables {
         vars.insert(k.clone(), v.render());
     }
     let subst = |field: &str, s: &str| -> Result<String> {
@@ -256,74 +263,46 @@ fn finalize(f: Fragment, basedir: PathBuf, shown: &str) -> Result<Treefile> {
     };
     let ref_ = subst("ref", raw_ref)?;
     validate_ref(&ref_).map_err(|e| anyhow::anyhow!("{shown}: ref: {e}"))?;
+    f.ref_ = Some(ref_.clone());
 
-    let mut packages: BTreeSet<String> = BTreeSet::new();
-    let arch_pkgs = f.arch_packages.get(basearch()).cloned().unwrap_or_default();
-    for entry in f.packages.iter().flatten().chain(arch_pkgs.iter()) {
-        // rpm-ostree splits entries on whitespace.
-        packages.extend(entry.split_whitespace().map(str::to_string));
-    }
-    let exclude: BTreeSet<String> = f
-        .exclude_packages
-        .iter()
-        .flatten()
-        .flat_map(|e| e.split_whitespace().map(str::to_string))
-        .collect();
+    let arch_pkgs = f.arch_packages.remove(basearch()).unwrap_or_default();
+    f.arch_packages.clear();
+    // rpm-ostree splits entries on whitespace.
+    let split = |l: &[String]| -> BTreeSet<String> {
+        l.iter()
+            .flat_map(|e| e.split_whitespace().map(str::to_string))
+            .collect()
+    };
+    let mut packages = split(&f.packages);
+    packages.extend(split(&arch_pkgs));
+    let exclude = split(&f.exclude_packages);
     if let Some(p) = packages.intersection(&exclude).next() {
         bail!("{shown}: exclude-packages: {p:?} is both requested in packages and excluded");
     }
+    f.packages = packages.iter().cloned().collect();
+    f.exclude_packages = exclude.iter().cloned().collect();
 
-    let backend = f.backend.unwrap_or(Backend::Deb);
-    if backend == Backend::Rpm {
+    if f.backend == Some(Backend::Rpm) {
         bail!("{shown}: backend: the rpm backend is not implemented yet; use \"deb\"");
     }
-
-    let mut metadata = Map::new();
-    for (k, v) in f.add_commit_metadata.unwrap_or_default() {
-        let v = match v {
-            Value::String(s) => Value::String(subst(&format!("add-commit-metadata.{k}"), &s)?),
-            other => other,
-        };
-        metadata.insert(k, v);
+    for (k, v) in f.add_commit_metadata.iter_mut() {
+        if let Value::String(s) = v {
+            *s = subst(&format!("add-commit-metadata.{k}"), s)?;
+        }
     }
-
-    let kind =
-        |c: Option<fragment::CheckPasswd>| c.map(|c| c.kind).unwrap_or(CheckPasswdKind::Previous);
-
+    for (field, value) in [
+        ("automatic-version-prefix", &mut f.automatic_version_prefix),
+        ("mutate-os-release", &mut f.mutate_os_release),
+    ] {
+        if let Some(v) = value.as_mut() {
+            *v = subst(field, v)?;
+        }
+    }
     Ok(Treefile {
         ref_,
-        backend,
-        deb: f.deb.unwrap_or_default(),
         packages,
         exclude_packages: exclude,
-        recommends: f.recommends.unwrap_or(true),
-        documentation: f.documentation.unwrap_or(true),
-        add_files: f.add_files.unwrap_or_default(),
-        remove_files: f.remove_files.unwrap_or_default(),
-        remove_from_packages: f.remove_from_packages.unwrap_or_default(),
-        postprocess: f.postprocess.unwrap_or_default(),
-        postprocess_script: f.postprocess_script,
-        units: f.units.unwrap_or_default(),
-        default_target: f.default_target,
-        initramfs_args: f.initramfs_args.unwrap_or_default(),
-        preserve_passwd: f.preserve_passwd.unwrap_or(true),
-        check_passwd: kind(f.check_passwd),
-        check_groups: kind(f.check_groups),
-        ignore_removed_users: f.ignore_removed_users.unwrap_or_default(),
-        ignore_removed_groups: f.ignore_removed_groups.unwrap_or_default(),
-        machineid_compat: f.machineid_compat.unwrap_or(true),
-        readonly_executables: f.readonly_executables.unwrap_or(false),
-        tmp_is_dir: f.tmp_is_dir.unwrap_or(false),
-        automatic_version_prefix: f
-            .automatic_version_prefix
-            .map(|p| subst("automatic-version-prefix", &p))
-            .transpose()?,
-        mutate_os_release: f
-            .mutate_os_release
-            .map(|p| subst("mutate-os-release", &p))
-            .transpose()?,
-        add_commit_metadata: metadata,
-        osname: f.osname,
+        flat: f,
         basedir,
     })
 }

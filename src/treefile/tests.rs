@@ -1,7 +1,7 @@
 //! Loader tests: includes on disk, arch handling, variables, error messages.
 
 use super::*;
-use std::fs;
+use fs_err as fs;
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
@@ -41,7 +41,7 @@ fn include_merge_order_and_rebased_paths() {
     }
     assert_eq!(t.postprocess, ["echo base", "echo node"]);
     assert_eq!(t.units, ["a.service", "b.service"]);
-    assert!(!t.recommends, "included scalar fills a gap");
+    assert!(!t.recommends.get(), "included scalar fills a gap");
     assert_eq!(
         t.add_files,
         [("base/f/one".to_string(), "/etc/one".to_string())]

@@ -43,6 +43,22 @@ impl Cmd {
         self
     }
 
+    /// Run this command through `wrapper` (e.g. `unshare … --`): the
+    /// wrapper's program and arguments come first.
+    pub fn under(self, wrapper: &[&str]) -> Self {
+        let Some((program, args)) = wrapper.split_first() else {
+            return self;
+        };
+        let mut all: Vec<OsString> = args.iter().map(OsString::from).collect();
+        all.push(self.program);
+        all.extend(self.args);
+        Cmd {
+            program: program.into(),
+            args: all,
+            ..self
+        }
+    }
+
     pub fn env(mut self, k: impl Into<OsString>, v: impl Into<OsString>) -> Self {
         self.env.push((k.into(), v.into()));
         self
@@ -80,7 +96,11 @@ impl Cmd {
         let mut expr = duct::cmd(&self.program, &self.args)
             .stdout_capture()
             .stderr_capture()
-            .unchecked();
+            .unchecked()
+            .before_spawn(|c| {
+                crate::util::sys::die_with_parent(c);
+                Ok(())
+            });
         for (k, v) in &self.env {
             expr = expr.env(k, v);
         }
@@ -162,6 +182,13 @@ mod tests {
     fn stdin_and_stdout() {
         let out = Cmd::new("cat").stdin(b"hello".to_vec()).run().unwrap();
         assert_eq!(out, "hello");
+    }
+
+    #[test]
+    fn wrapped_commands_show_the_wrapper_first() {
+        let c = Cmd::new("echo").arg("hi").under(&["env", "--"]);
+        assert_eq!(c.display(), "env -- echo hi");
+        assert_eq!(c.run().unwrap(), "hi\n");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Filesystem helpers that keep the "nothing half-written" rule.
 
-use std::fs;
+use fs_err as fs;
 use std::io::Write;
 use std::path::Path;
 
@@ -23,6 +23,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// A different device than its parent directory: something is mounted here.
+pub fn is_mountpoint(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (fs::metadata(p), p.parent().map(fs::metadata)) {
+        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
 /// Figures of the filesystem holding a path (statvfs).
 #[derive(Debug)]
 pub struct FsStats {
@@ -33,18 +42,11 @@ pub struct FsStats {
 }
 
 pub fn fs_stats(path: &Path) -> Result<FsStats> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .with_context(|| format!("{}: path contains NUL", path.display()))?;
-    // SAFETY: statvfs fills the zeroed struct for a NUL-terminated path.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("statvfs {}", path.display()));
-    }
+    let st = rustix::fs::statvfs(path).with_context(|| format!("statvfs {}", path.display()))?;
     Ok(FsStats {
-        total_bytes: st.f_blocks as u64 * st.f_frsize as u64,
-        avail_bytes: st.f_bavail as u64 * st.f_frsize as u64,
-        read_only: st.f_flag & libc::ST_RDONLY != 0,
+        total_bytes: st.f_blocks * st.f_frsize,
+        avail_bytes: st.f_bavail * st.f_frsize,
+        read_only: st.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY),
     })
 }
 
