@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages keelson needs to build, compose and test.
-# Run as root. Idempotent. The Rust toolchain (>= 1.85, edition 2024) must
+# Run as root. Idempotent. The Rust toolchain (>= 1.88, edition 2024) must
 # already be on PATH: Debian 12's own cargo is too old.
 set -euo pipefail
 if [ "$(id -u)" != 0 ]; then
@@ -26,7 +26,7 @@ apt-get update -q
 # backports, which qemu-system-x86 from bookworm cannot be installed beside.
 apt-get install -y -q --no-install-recommends --allow-downgrades "${packages[@]}"
 if ! command -v cargo >/dev/null; then
-  echo "install-deps: cargo not found; install a Rust toolchain >= 1.85 first" >&2
+  echo "install-deps: cargo not found; install a Rust toolchain >= 1.88 first" >&2
   exit 1
 fi
 # pykickstart's ksvalidator checks every rendered kickstart (tests/kickstart.rs).

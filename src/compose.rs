@@ -136,12 +136,22 @@ fn blobs_for(tf: &Treefile, agent: &Path) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
+/// What the compose knows once packages are resolved.
+struct Planned {
+    tf: Treefile,
+    backend: DebBackend,
+    agent: PathBuf,
+    previous: Option<commit::Previous>,
+    resolved: Vec<crate::backend::Package>,
+    hash: String,
+    next_version: Option<String>,
+}
+
 pub fn run(opts: &Options) -> Result<Outcome> {
     let start = Instant::now();
     let tf = Treefile::load(&opts.treefile)?;
     if opts.print_only {
-        let v: serde_json::Value = serde_json::from_str(&tf.canonical_json())?;
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        println!("{}", serde_json::to_string_pretty(&tf.value())?);
         return Ok(Outcome {
             ref_: tf.ref_.clone(),
             commit: None,
@@ -154,18 +164,39 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             seconds: start.elapsed().as_secs_f64(),
         });
     }
-    let backend = DebBackend::new(&tf)?;
-    let agent = std::env::current_exe().context("locating the keelson binary")?;
-
     let scratch_parent = opts.cachedir.clone().unwrap_or_else(std::env::temp_dir);
     let scratch = crate::workdir::WorkDir::create(&scratch_parent)?;
+    let p = plan(opts, tf, scratch.path())?;
+    let unchanged =
+        p.previous.as_ref().and_then(|p| p.inputhash.as_deref()) == Some(p.hash.as_str());
+    if (unchanged && !opts.force_nocache) || opts.dry_run {
+        return no_commit(opts, &p, unchanged, start);
+    }
+    let (checksum, installed) = build_and_commit(opts, &p, scratch.path())?;
+    let out = Outcome {
+        ref_: p.tf.ref_.clone(),
+        commit: Some(checksum),
+        parent: p.previous.as_ref().map(|p| p.checksum.clone()),
+        version: p.next_version,
+        inputhash: p.hash,
+        changed: true,
+        dry_run: false,
+        packages: installed,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    write_outputs(opts, &out)?;
+    Ok(out)
+}
 
+/// Resolve the packages and compute the inputhash and the next version.
+fn plan(opts: &Options, tf: Treefile, scratch: &Path) -> Result<Planned> {
+    let backend = DebBackend::new(&tf)?;
+    let agent = std::env::current_exe().context("locating the keelson binary")?;
     let previous = match commit::open_existing(&opts.repo)? {
         Some(repo) => commit::previous(&repo, &tf.ref_)?,
         None => None,
     };
-
-    let resolved = step("resolving packages", || backend.resolve(scratch.path()))?;
+    let resolved = step("resolving packages", || backend.resolve(scratch))?;
     let blobs = blobs_for(&tf, &agent)?;
     let blob_refs: Vec<Blob> = blobs
         .iter()
@@ -176,101 +207,122 @@ pub fn run(opts: &Options) -> Result<Outcome> {
         .automatic_version_prefix
         .as_deref()
         .map(|p| version::next_version(p, previous.as_ref().and_then(|p| p.version.as_deref())));
+    Ok(Planned {
+        tf,
+        backend,
+        agent,
+        previous,
+        resolved,
+        hash,
+        next_version,
+    })
+}
 
-    let unchanged = previous.as_ref().and_then(|p| p.inputhash.as_deref()) == Some(hash.as_str());
-    if (unchanged && !opts.force_nocache) || opts.dry_run {
-        let prev = previous.as_ref();
-        if opts.dry_run {
-            tracing::info!(
-                "dry run: {} packages resolved, inputhash {hash}; {}",
-                resolved.len(),
-                if unchanged {
-                    "no changes since the previous commit"
-                } else {
-                    "a new commit would be written"
-                }
-            );
-        } else {
-            tracing::info!(
-                "no apparent changes since the previous commit {} (inputhash {hash}); nothing written (--force-nocache composes anyway)",
-                prev.map(|p| p.checksum.as_str()).unwrap_or("")
-            );
-        }
-        let out = Outcome {
-            ref_: tf.ref_.clone(),
-            commit: prev.map(|p| p.checksum.clone()),
-            parent: None,
-            version: prev.and_then(|p| p.version.clone()),
-            inputhash: hash,
-            changed: false,
-            dry_run: opts.dry_run,
-            packages: resolved.len(),
-            seconds: start.elapsed().as_secs_f64(),
-        };
-        if !opts.dry_run {
-            write_outputs(opts, &out)?;
-        }
-        return Ok(out);
-    }
-
-    let sde = commit::timestamp(None)? as i64;
-
-    let rootfs = scratch.path().join("rootfs");
-    let debcache = opts.cachedir.as_ref().map(|c| c.join("debs"));
-    let seed = passwd_seed(&tf, previous.as_ref(), scratch.path())?;
-    let installed = step("installing packages (mmdebstrap)", || {
-        backend.install(&rootfs, debcache.as_deref(), seed.as_deref())
-    })?;
-    let (only_resolved, only_installed) = crate::backend::deb::unexpected(&resolved, &installed);
-    if !only_resolved.is_empty() || !only_installed.is_empty() {
-        tracing::warn!(
-            "the installed packages differ from those resolved beforehand (did the mirror change?): not installed: [{}]; not resolved: [{}]",
-            only_resolved.join(", "),
-            only_installed.join(", ")
+/// A dry run, or inputs equal to the previous commit's: nothing written.
+fn no_commit(opts: &Options, p: &Planned, unchanged: bool, start: Instant) -> Result<Outcome> {
+    let prev = p.previous.as_ref();
+    let hash = &p.hash;
+    if opts.dry_run {
+        tracing::info!(
+            "dry run: {} packages resolved, inputhash {hash}; {}",
+            p.resolved.len(),
+            if unchanged {
+                "no changes since the previous commit"
+            } else {
+                "a new commit would be written"
+            }
+        );
+    } else {
+        tracing::info!(
+            "no apparent changes since the previous commit {} (inputhash {hash}); nothing written (--force-nocache composes anyway)",
+            prev.map(|p| p.checksum.as_str()).unwrap_or("")
         );
     }
-    let installed = installed.packages;
+    let out = Outcome {
+        ref_: p.tf.ref_.clone(),
+        commit: prev.map(|p| p.checksum.clone()),
+        parent: None,
+        version: prev.and_then(|p| p.version.clone()),
+        inputhash: hash.clone(),
+        changed: false,
+        dry_run: opts.dry_run,
+        packages: p.resolved.len(),
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    if !opts.dry_run {
+        write_outputs(opts, &out)?;
+    }
+    Ok(out)
+}
 
+/// Packages, postprocess, commit: returns the checksum and the number of
+/// installed packages.
+fn build_and_commit(opts: &Options, p: &Planned, scratch: &Path) -> Result<(String, usize)> {
+    let sde = commit::timestamp(None)? as i64;
+    let rootfs = scratch.join("rootfs");
+    let debcache = opts.cachedir.as_ref().map(|c| c.join("debs"));
+    let seed = passwd_seed(&p.tf, p.previous.as_ref(), scratch)?;
+    let installed = step("installing packages (mmdebstrap)", || {
+        p.backend.install(&rootfs, debcache.as_deref(), seed.as_deref())
+    })?;
+    let unpredicted = crate::backend::deb::unpredicted(&p.resolved, &installed);
+    if !unpredicted.is_empty() {
+        tracing::warn!(
+            "installed packages the resolve step did not predict (did the mirror change during the compose?): {}",
+            unpredicted.join(", ")
+        );
+    }
     let tree = crate::util::tree::Tree::open(&rootfs)?;
-    let ctx = postprocess::Ctx {
+    postprocess::run(&postprocess::Ctx {
         root: &rootfs,
         tree: &tree,
-        tf: &tf,
-        version: next_version.clone(),
-        previous_passwd: previous.as_ref().and_then(|p| p.passwd.clone()),
-        previous_group: previous.as_ref().and_then(|p| p.group.clone()),
-        agent,
+        tf: &p.tf,
+        version: p.next_version.clone(),
+        previous_passwd: p.previous.as_ref().and_then(|p| p.passwd.clone()),
+        previous_group: p.previous.as_ref().and_then(|p| p.group.clone()),
+        agent: p.agent.clone(),
         source_date_epoch: sde,
-    };
-    postprocess::run(&ctx)?;
+    })?;
+    let checksum = commit_tree(opts, p, &rootfs, &installed, sde)?;
+    Ok((checksum, installed.len()))
+}
 
+fn commit_tree(
+    opts: &Options,
+    p: &Planned,
+    rootfs: &Path,
+    installed: &[crate::backend::Package],
+    sde: i64,
+) -> Result<String> {
+    let (tf, next_version) = (&p.tf, &p.next_version);
     let treefile_json = tf.canonical_json();
     let meta = metadata::build(
         &metadata::Fields {
             version: next_version.as_deref(),
-            inputhash: &hash,
-            packages: &installed,
+            inputhash: &p.hash,
+            packages: installed,
             treefile_json: &treefile_json,
             extra: &tf.add_commit_metadata,
         },
-        &rootfs,
+        rootfs,
     )?;
     // ostree refuses to upgrade to a commit older than the booted one: never
     // go back in time relative to the parent.
-    let timestamp = (sde.max(0) as u64).max(previous.as_ref().map(|p| p.timestamp).unwrap_or(0));
+    let previous = p.previous.as_ref();
+    let timestamp = (sde.max(0) as u64).max(previous.map(|p| p.timestamp).unwrap_or(0));
     let repo = commit::open_or_create(&opts.repo)?;
-    let subject = match &next_version {
+    let subject = match next_version {
         Some(v) => format!("{} {v}", tf.ref_),
         None => tf.ref_.clone(),
     };
-    let parent = previous.as_ref().map(|p| p.checksum.clone());
+    let parent = previous.map(|p| p.checksum.clone());
     let checksum = step("committing", || {
         commit::write(
             &repo,
             &commit::Request {
                 ref_: &tf.ref_,
                 parent: parent.as_deref(),
-                rootfs: &rootfs,
+                rootfs,
                 metadata: &meta,
                 subject: &subject,
                 timestamp,
@@ -290,20 +342,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
             .map(|v| format!(" (version {v})"))
             .unwrap_or_default()
     );
-
-    let out = Outcome {
-        ref_: tf.ref_.clone(),
-        commit: Some(checksum),
-        parent,
-        version: next_version,
-        inputhash: hash,
-        changed: true,
-        dry_run: false,
-        packages: installed.len(),
-        seconds: start.elapsed().as_secs_f64(),
-    };
-    write_outputs(opts, &out)?;
-    Ok(out)
+    Ok(checksum)
 }
 
 /// With `preserve-passwd` (the default), the previous commit's passwd and

@@ -171,7 +171,7 @@ mod tests {
         let other = d.path().join("debs");
         fs_err::create_dir(&other).unwrap();
         let removed = remove_stale(d.path()).unwrap();
-        assert_eq!(removed, [stale.clone()]);
+        assert_eq!(removed, std::slice::from_ref(&stale));
         assert!(live.path().is_dir() && other.is_dir() && !stale.exists());
         let p = live.path().to_path_buf();
         drop(live);

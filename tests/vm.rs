@@ -119,6 +119,34 @@ fn default_image_boots_uefi_and_bios() {
     );
     assert_eq!(meta["pxe"]["directory"], "pxe");
 
+    // Reproducible images: two `keelson image` runs of the commit give the
+    // same bytes, and the same disk as the one `keelson build` converted.
+    let mut sums = vec![];
+    for i in 0..2 {
+        let raw = d.path().join(format!("again{i}.raw"));
+        ok(&[
+            "image",
+            "--repo",
+            repo.to_str().unwrap(),
+            "--ref",
+            &reference,
+            "--format",
+            "raw",
+            "--output",
+            raw.to_str().unwrap(),
+        ]);
+        sums.push(keelson::image::sha256_file(&raw).unwrap());
+    }
+    eprintln!("keelson image twice: {} {}", sums[0], sums[1]);
+    assert_eq!(sums[0], sums[1], "same commit and definition, same image");
+    let raw0 = d.path().join("again0.raw");
+    run(Command::new("qemu-img")
+        .args(["compare", "-f", "raw", "-F", "qcow2"])
+        .arg(&raw0)
+        .arg(&image));
+    std::fs::remove_file(d.path().join("again1.raw")).unwrap();
+    std::fs::remove_file(&raw0).unwrap();
+
     // A definition whose root partition cannot hold the tree: clear error,
     // no output file.
     let small = d.path().join("small.json");

@@ -116,7 +116,7 @@ impl DebBackend {
         rootfs: &Path,
         debcache: Option<&Path>,
         passwd_seed: Option<&Path>,
-    ) -> Result<Installed> {
+    ) -> Result<Vec<Package>> {
         let mut c = self.base_cmd();
         if let Some(seed) = passwd_seed {
             c = c.arg("--setup-hook=mkdir -p \"$1\"/etc").arg(format!(
@@ -144,74 +144,30 @@ impl DebBackend {
                     cache.display()
                 ));
         }
-        // mmdebstrap's cleanup removes dpkg's log: keep a copy beside the tree.
-        let log = rootfs.with_extension("dpkg.log");
-        c.arg(format!(
-            "--customize-hook=cp \"$1\"/var/log/dpkg.log {}",
-            shell_quote(&log.display().to_string())
-        ))
-        .arg(&self.suite)
-        .arg(rootfs)
-        .arg("-")
-        .under(PRIVATE_NAMESPACES)
-        .run()
-        .context("packages: installation failed (mmdebstrap)")?;
-        let log = fs_err::read_to_string(&log)
-            .with_context(|| format!("{}: cannot read dpkg's log", log.display()))?;
-        Ok(Installed {
-            packages: installed_packages(rootfs)?,
-            disappeared: parse_disappeared(&log),
-        })
+        c.arg(&self.suite)
+            .arg(rootfs)
+            .arg("-")
+            .under(PRIVATE_NAMESPACES)
+            .run()
+            .context("packages: installation failed (mmdebstrap)")?;
+        installed_packages(rootfs)
     }
 }
 
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// What the package step left in the tree.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Installed {
-    pub packages: Vec<Package>,
-    /// Packages apt installed and dpkg then dropped because other packages
-    /// replaced all their files (bookworm's transitional lsb-base): resolved,
-    /// but never in the installed list.
-    pub disappeared: Vec<String>,
-}
-
-/// Pure: the packages dpkg's log leaves "not-installed" after having
-/// installed them (`DATE TIME status not-installed NAME:ARCH <none>`):
-/// packages that disappeared because nothing of theirs was left (all files
-/// replaced by another package, or filtered out by path-exclude).
-pub fn parse_disappeared(dpkg_log: &str) -> Vec<String> {
-    let mut last: std::collections::BTreeMap<&str, &str> = Default::default();
-    for line in dpkg_log.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if let [_, _, "status", state, pkg, ..] = f.as_slice() {
-            last.insert(pkg.split(':').next().unwrap_or(pkg), state);
-        }
-    }
-    last.into_iter()
-        .filter(|(_, s)| *s == "not-installed")
-        .map(|(n, _)| n.to_string())
-        .collect()
-}
-
-/// Pure: what differs between the resolved and the installed package sets
-/// once disappeared packages are accounted for: (only resolved, only
-/// installed), as `name:arch=version`.
-pub fn unexpected(resolved: &[Package], installed: &Installed) -> (Vec<String>, Vec<String>) {
+/// Pure: the installed packages the resolve step did not predict
+/// (`name:arch=version`): the mirror changed between the two, and the
+/// inputhash does not describe the tree. The reverse is normal: mmdebstrap
+/// simulates the essential set and the rest separately, so apt may pick an
+/// alternative (`lsb-base | sysvinit-utils`) that the real install finds
+/// already satisfied by an essential package.
+pub fn unpredicted(resolved: &[Package], installed: &[Package]) -> Vec<String> {
     use std::collections::BTreeSet;
-    let r: BTreeSet<String> = resolved
+    let r: BTreeSet<&Package> = resolved.iter().collect();
+    installed
         .iter()
-        .filter(|p| !installed.disappeared.contains(&p.name))
+        .filter(|p| !r.contains(p))
         .map(|p| p.to_string())
-        .collect();
-    let i: BTreeSet<String> = installed.packages.iter().map(|p| p.to_string()).collect();
-    (
-        r.difference(&i).cloned().collect(),
-        i.difference(&r).cloned().collect(),
-    )
+        .collect()
 }
 
 /// `--include` entries: requested packages plus `name-` for every excluded
@@ -317,26 +273,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn disappeared_packages_are_not_a_mirror_change() {
-        let text = "2026-12-01 09:24:50 status unpacked lsb-base:all 11.6\n\
-            2026-12-01 09:24:50 status installed lsb-base:all 11.6\n\
-            2026-12-01 09:24:50 status installed a:amd64 1\n\
-            2026-12-01 09:24:51 status not-installed lsb-base:all <none>\n\
-            2026-12-01 09:24:52 status not-installed x:amd64 <none>\n\
-            2026-12-01 09:24:53 status installed x:amd64 2\n";
-        assert_eq!(parse_disappeared(text), ["lsb-base"]);
-        let p = |n: &str| Package {
+    fn only_unpredicted_packages_mean_a_mirror_change() {
+        let p = |n: &str, v: &str| Package {
             name: n.into(),
-            version: "1".into(),
+            version: v.into(),
             arch: "all".into(),
         };
-        let installed = Installed {
-            packages: vec![p("a"), p("c")],
-            disappeared: parse_disappeared(text),
-        };
-        let (only_r, only_i) = unexpected(&[p("a"), p("lsb-base"), p("b")], &installed);
-        assert_eq!(only_r, ["b:all=1"]);
-        assert_eq!(only_i, ["c:all=1"]);
+        let resolved = [p("a", "1"), p("lsb-base", "11.6"), p("b", "1")];
+        // lsb-base resolved but satisfied otherwise: fine.
+        assert!(unpredicted(&resolved, &[p("a", "1"), p("b", "1")]).is_empty());
+        assert_eq!(
+            unpredicted(&resolved, &[p("a", "2"), p("c", "1")]),
+            ["a:all=2", "c:all=1"]
+        );
     }
 
     #[test]

@@ -353,6 +353,10 @@ fn filesystems_in_file(
                 .arg(format!("{}k", p.size / 1024))
                 .run()
                 .with_context(|| format!("building the {label} filesystem"))?;
+            if let Some(t) = plan.source_date_epoch {
+                super::reproducible::fix_ctimes(disk, p.start, t)
+                    .with_context(|| format!("fixing the {label} filesystem's timestamps"))?;
+            }
         }
         super::mkfs_esp(
             disk,

@@ -156,7 +156,7 @@ pub(crate) fn part<'a>(layout: &'a [Part], name: &str) -> &'a Part {
 
 /// Build the image; the output file appears only when complete.
 pub fn build(opts: &Options) -> Result<Artifact> {
-    let mut arts = build_formats(opts, &[opts.format], &[opts.output.clone()])?;
+    let mut arts = build_formats(opts, &[opts.format], std::slice::from_ref(&opts.output))?;
     Ok(arts.remove(0))
 }
 

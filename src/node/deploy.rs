@@ -38,38 +38,15 @@ pub struct Node {
 /// node it is mounted read-only; the host's mount is not touched). Must run
 /// before any thread is started.
 fn private_writable_sysroot() -> Result<()> {
-    use std::ffi::CString;
-    // SAFETY: plain syscalls with constant or NUL-terminated arguments.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            return Err(std::io::Error::last_os_error()).context("unshare(CLONE_NEWNS)");
-        }
-        let root = CString::new("/").expect("no NUL");
-        // Nothing done here may propagate back to the host's mounts.
-        if libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_REC | libc::MS_SLAVE,
-            std::ptr::null(),
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error()).context("making mounts private");
-        }
-        let sysroot = CString::new("/sysroot").expect("no NUL");
-        let read_only =
-            crate::util::fsutil::fs_stats(Path::new("/sysroot")).is_ok_and(|s| s.read_only);
-        if read_only
-            && libc::mount(
-                std::ptr::null(),
-                sysroot.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_SILENT,
-                std::ptr::null(),
-            ) != 0
-        {
-            return Err(std::io::Error::last_os_error()).context("remounting /sysroot writable");
-        }
+    use rustix::mount::{MountFlags, MountPropagationFlags, mount_change, mount_remount};
+    crate::util::sys::private_mount_namespace()?;
+    // Nothing done here may propagate back to the host's mounts.
+    mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::DOWNSTREAM)
+        .context("making mounts private")?;
+    let read_only = crate::util::fsutil::fs_stats(Path::new("/sysroot")).is_ok_and(|s| s.read_only);
+    if read_only {
+        mount_remount("/sysroot", MountFlags::BIND | MountFlags::SILENT, "")
+            .context("remounting /sysroot writable")?;
     }
     Ok(())
 }

@@ -254,6 +254,23 @@ fn build_in(
     w: &Path,
     out: &Path,
 ) -> Result<Artifacts> {
+    let (tree, kver, initrd_in_tree) = installer_initramfs(o, commit, w)?;
+    fs::copy(
+        tree.join(format!("usr/lib/modules/{kver}/vmlinuz")),
+        out.join("vmlinuz"),
+    )
+    .context("copying the kernel")?;
+    fs::copy(
+        tree.join(initrd_in_tree.trim_start_matches('/')),
+        out.join("initramfs-installer.img"),
+    )?;
+    write_configs(o, def, out, kver)
+}
+
+/// A checkout of the commit with keelson's installer dracut module, and
+/// the installer initramfs built inside it: (tree, kernel version, the
+/// initramfs path inside the tree).
+fn installer_initramfs(o: &Options, commit: &str, w: &Path) -> Result<(PathBuf, String, &'static str)> {
     let tree = w.join("tree");
     step("checking out the tree", || {
         Cmd::new("ostree")
@@ -295,15 +312,11 @@ fn build_in(
             .context("dracut failed building the installer initramfs")
             .map(|_| ())
     })?;
-    fs::copy(
-        tree.join(format!("usr/lib/modules/{kver}/vmlinuz")),
-        out.join("vmlinuz"),
-    )
-    .context("copying the kernel")?;
-    fs::copy(
-        tree.join(initrd_in_tree.trim_start_matches('/')),
-        out.join("initramfs-installer.img"),
-    )?;
+    Ok((tree, kver, initrd_in_tree))
+}
+
+/// Boot configs, kickstart and SHA256SUMS beside the kernel and initramfs.
+fn write_configs(o: &Options, def: &Definition, out: &Path, kver: String) -> Result<Artifacts> {
     let line = cmdline(o, o.gpg_keyring.is_some());
     for (name, text) in boot_configs(o, &line)? {
         let p = out.join(name);

@@ -277,6 +277,13 @@ fn simplify(e: &serde_json::Error) -> String {
 /// Checks that need more than types: paths in add-files/remove-files and the
 /// shape of remove-from-packages.
 fn validate(file: &str, f: &Fragment) -> Result<()> {
+    validate_paths(file, f)?;
+    validate_scalars(file, f)?;
+    validate_extra_sources(file, f)
+}
+
+/// add-files, remove-files and remove-from-packages.
+fn validate_paths(file: &str, f: &Fragment) -> Result<()> {
     for (i, (src, dst)) in f.add_files.iter().enumerate() {
         if src.is_empty() {
             bail!("{file}: add-files[{i}][0]: source path is empty");
@@ -320,6 +327,10 @@ fn validate(file: &str, f: &Fragment) -> Result<()> {
             })?;
         }
     }
+    Ok(())
+}
+
+fn validate_scalars(file: &str, f: &Fragment) -> Result<()> {
     if let Some(script) = &f.postprocess_script
         && script.is_empty()
     {
@@ -333,6 +344,16 @@ fn validate(file: &str, f: &Fragment) -> Result<()> {
         // lists them is most likely a copy of a Fedora one.
         bail!("{file}: repos: only used by the rpm backend; deb sources go in `deb`");
     }
+    for (i, p) in f.packages.iter().enumerate() {
+        if p.trim().is_empty() {
+            bail!("{file}: packages[{i}]: empty package name");
+        }
+    }
+    Ok(())
+}
+
+/// deb.extra-sources: a URL apt can use inside the tree, a suite, a key.
+fn validate_extra_sources(file: &str, f: &Fragment) -> Result<()> {
     for (i, src) in f.deb.extra_sources.iter().enumerate() {
         let field = format!("deb.extra-sources[{i}]");
         if src.uri.starts_with("file:") {
@@ -371,11 +392,6 @@ fn validate(file: &str, f: &Fragment) -> Result<()> {
                 bail!("{file}: {field}: signed-by and trusted: true exclude each other")
             }
             _ => {}
-        }
-    }
-    for (i, p) in f.packages.iter().enumerate() {
-        if p.trim().is_empty() {
-            bail!("{file}: packages[{i}]: empty package name");
         }
     }
     Ok(())

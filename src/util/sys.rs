@@ -1,5 +1,7 @@
 //! The few system calls keelson needs that have no safe wrapper, in one
-//! place: everything else goes through `rustix`.
+//! place: everything else goes through `rustix`. The only module allowed
+//! `unsafe` (Cargo.toml's lints deny it elsewhere).
+#![allow(unsafe_code)]
 
 use std::path::Path;
 
@@ -24,14 +26,24 @@ pub fn die_with_parent(c: &mut std::process::Command) {
     }
 }
 
+/// Move this process into a mount namespace of its own (what `ostree
+/// admin` does before remounting /sysroot writable). Must run before any
+/// thread is started.
+pub fn private_mount_namespace() -> Result<()> {
+    // SAFETY: CLONE_NEWNS only detaches the mount table; it shares nothing
+    // the Rust runtime relies on (unlike CLONE_FILES or CLONE_VM).
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }
+        .map_err(std::io::Error::from)
+        .context("unshare(CLONE_NEWNS)")
+}
+
 /// FIFREEZE then FITHAW on the filesystem mounted at `mountpoint`: the
 /// kernel writes everything of it to disk.
 pub fn freeze_thaw(mountpoint: &Path) -> Result<()> {
     use rustix::ioctl::{NoArg, Opcode, ioctl, opcode};
-    const FIFREEZE: Opcode = opcode::read_write::<libc_int>(b'X', 119);
-    const FITHAW: Opcode = opcode::read_write::<libc_int>(b'X', 120);
-    #[allow(non_camel_case_types)]
-    type libc_int = i32;
+    const FIFREEZE: Opcode = opcode::read_write::<CInt>(b'X', 119);
+    const FITHAW: Opcode = opcode::read_write::<CInt>(b'X', 120);
+    type CInt = i32;
     let f = std::fs::File::open(mountpoint)
         .with_context(|| format!("{}: cannot open", mountpoint.display()))?;
     // SAFETY: FIFREEZE and FITHAW take no argument; the fd is a directory
