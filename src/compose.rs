@@ -263,7 +263,8 @@ fn build_and_commit(opts: &Options, p: &Planned, scratch: &Path) -> Result<(Stri
     let debcache = opts.cachedir.as_ref().map(|c| c.join("debs"));
     let seed = passwd_seed(&p.tf, p.previous.as_ref(), scratch)?;
     let installed = step("installing packages (mmdebstrap)", || {
-        p.backend.install(&rootfs, debcache.as_deref(), seed.as_deref())
+        p.backend
+            .install(&rootfs, debcache.as_deref(), seed.as_deref())
     })?;
     let unpredicted = crate::backend::deb::unpredicted(&p.resolved, &installed);
     if !unpredicted.is_empty() {

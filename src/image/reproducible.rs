@@ -64,7 +64,11 @@ pub fn used_inodes(dumpe2fs: &str) -> Result<Vec<u64>> {
                 is_free[(i - first) as usize] = true;
             }
         }
-        used.extend((0..per_group).filter(|i| !is_free[*i as usize]).map(|i| first + i));
+        used.extend(
+            (0..per_group)
+                .filter(|i| !is_free[*i as usize])
+                .map(|i| first + i),
+        );
         group = None;
     }
     Ok(used)

@@ -41,8 +41,11 @@ fn private_writable_sysroot() -> Result<()> {
     use rustix::mount::{MountFlags, MountPropagationFlags, mount_change, mount_remount};
     crate::util::sys::private_mount_namespace()?;
     // Nothing done here may propagate back to the host's mounts.
-    mount_change("/", MountPropagationFlags::REC | MountPropagationFlags::DOWNSTREAM)
-        .context("making mounts private")?;
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::DOWNSTREAM,
+    )
+    .context("making mounts private")?;
     let read_only = crate::util::fsutil::fs_stats(Path::new("/sysroot")).is_ok_and(|s| s.read_only);
     if read_only {
         mount_remount("/sysroot", MountFlags::BIND | MountFlags::SILENT, "")

@@ -226,6 +226,73 @@ pub fn readonly_executables(ctx: &Ctx) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Steps on a tree whose links point outside it (as root on a build
+    /// host): they act inside the tree or fail naming the path, and the
+    /// "host" directory next to the tree stays untouched.
+    #[test]
+    fn steps_stay_inside_a_tree_with_hostile_links() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let host = d.path().join("host");
+        fs::create_dir_all(host.join("etc")).unwrap();
+        fs::write(host.join("x"), "host").unwrap();
+        fs::write(host.join("etc/motd"), "host").unwrap();
+        let root = d.path().join("tree");
+        for dir in ["var", "run", "etc", "usr/lib/systemd/system"] {
+            fs::create_dir_all(root.join(dir)).unwrap();
+        }
+        fs::write(root.join("run/x"), "tree").unwrap();
+        symlink("/run", root.join("var/run")).unwrap();
+        symlink(&host, root.join("var/abs")).unwrap();
+        symlink("../../../../../../../host", root.join("var/up")).unwrap();
+        // A link standing where add-files writes: replaced, not followed.
+        symlink(host.join("etc/motd"), root.join("etc/motd")).unwrap();
+        // The systemd unit directory is a link out of the tree.
+        fs::remove_dir(root.join("usr/lib/systemd/system")).unwrap();
+        symlink(&host, root.join("usr/lib/systemd/system")).unwrap();
+        fs::write(host.join("evil.service"), "").unwrap();
+        let tfdir = d.path().join("tf");
+        fs::create_dir_all(&tfdir).unwrap();
+        fs::write(tfdir.join("motd"), "tree motd").unwrap();
+        fs::write(
+            tfdir.join("t.json"),
+            r#"{"ref":"t","remove-files":["var/run/x","var/abs/x","var/up/x"],
+                "add-files":[["motd","/etc/motd"]],"units":["evil.service"]}"#,
+        )
+        .unwrap();
+        let tf = crate::treefile::Treefile::load(&tfdir.join("t.json")).unwrap();
+        let tree = Tree::open(&root).unwrap();
+        let ctx = Ctx {
+            root: &root,
+            tree: &tree,
+            tf: &tf,
+            version: None,
+            previous_passwd: None,
+            previous_group: None,
+            agent: "/bin/true".into(),
+            source_date_epoch: 0,
+        };
+        remove_files(&ctx).unwrap();
+        assert!(
+            !root.join("run/x").exists(),
+            "var/run/x is the tree's /run/x"
+        );
+        add_files(&ctx).unwrap();
+        assert_eq!(
+            fs::read_to_string(root.join("etc/motd")).unwrap(),
+            "tree motd"
+        );
+        assert!(!root.join("etc/motd").is_symlink());
+        let e = format!("{:#}", enable_units(&ctx).unwrap_err());
+        assert!(
+            e.contains("units[0]: unit \"evil.service\" not found in the tree"),
+            "{e}"
+        );
+        assert_eq!(fs::read_to_string(host.join("x")).unwrap(), "host");
+        assert_eq!(fs::read_to_string(host.join("etc/motd")).unwrap(), "host");
+        assert!(host.join("evil.service").exists());
+    }
+
     #[test]
     fn os_release_golden() {
         let text = "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\n\

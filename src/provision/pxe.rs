@@ -270,7 +270,11 @@ fn build_in(
 /// A checkout of the commit with keelson's installer dracut module, and
 /// the installer initramfs built inside it: (tree, kernel version, the
 /// initramfs path inside the tree).
-fn installer_initramfs(o: &Options, commit: &str, w: &Path) -> Result<(PathBuf, String, &'static str)> {
+fn installer_initramfs(
+    o: &Options,
+    commit: &str,
+    w: &Path,
+) -> Result<(PathBuf, String, &'static str)> {
     let tree = w.join("tree");
     step("checking out the tree", || {
         Cmd::new("ostree")
