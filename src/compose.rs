@@ -151,7 +151,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
     let start = Instant::now();
     let tf = Treefile::load(&opts.treefile)?;
     if opts.print_only {
-        println!("{}", serde_json::to_string_pretty(&tf.value())?);
+        crate::util::print_stdout(&(serde_json::to_string_pretty(&tf.value())? + "\n"))?;
         return Ok(Outcome {
             ref_: tf.ref_.clone(),
             commit: None,

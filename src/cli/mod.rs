@@ -111,10 +111,7 @@ fn emit(output: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
     match output {
         Some(p) => crate::util::fsutil::write_atomic(p, text.as_bytes())
             .with_context(|| format!("--output {}", p.display())),
-        None => {
-            print!("{text}");
-            Ok(())
-        }
+        None => crate::util::print_stdout(text),
     }
 }
 

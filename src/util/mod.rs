@@ -14,3 +14,14 @@ pub fn threads(n: Option<usize>) -> usize {
             .unwrap_or(1)
     })
 }
+
+/// Print to standard output; a reader that went away (`| head`) is not an
+/// error worth a panic.
+pub fn print_stdout(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
