@@ -32,15 +32,14 @@ pub fn install_module(ctx: &Ctx) -> Result<()> {
 pub fn write_embedded(tree: &crate::util::tree::Tree, files: &[(&str, &str, u32)]) -> Result<()> {
     for (path, text, mode) in files {
         tree.create_dir_all(std::path::Path::new(path).parent().expect("has parent"))?;
-        let p = tree.path(path)?;
-        fs::write(&p, text).with_context(|| format!("{}: cannot write", p.display()))?;
+        let p = tree.write(path, text.as_bytes())?;
         fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode))?;
     }
     Ok(())
 }
 
 pub fn build(ctx: &Ctx) -> Result<()> {
-    let kver = super::kernel_version(ctx.root)?;
+    let kver = super::kernel_version(ctx.tree)?;
     let out = format!("/usr/lib/modules/{kver}/initramfs.img");
     let mut argv: Vec<&str> = vec!["dracut", "--force", "--reproducible", "--no-hostonly"];
     argv.extend(ctx.tf.initramfs_args.iter().map(String::as_str));

@@ -19,7 +19,7 @@ pub const DPKG_DB: &str = "usr/lib/sysimage/dpkg";
 /// ostree refuses device nodes, and none of it belongs in an image.
 pub fn clean_pseudo_fs(ctx: &Ctx) -> Result<()> {
     for d in ["dev", "proc", "sys", "run", "tmp"] {
-        empty_dir(&ctx.path(d)?)?;
+        empty_dir(&ctx.dir(d)?)?;
     }
     Ok(())
 }
@@ -27,6 +27,7 @@ pub fn clean_pseudo_fs(ctx: &Ctx) -> Result<()> {
 /// Every image carries the keelson binary itself as the node agent.
 pub fn embed_agent(ctx: &Ctx) -> Result<()> {
     let dst = ctx.path("usr/bin/keelson")?;
+    remove_any(&dst)?;
     fs::copy(&ctx.agent, &dst).with_context(|| {
         format!(
             "copying the node agent {} to {}",
@@ -67,7 +68,7 @@ pub fn divert_grub_mkconfig(ctx: &Ctx) -> Result<()> {
 /// created on first boot (machine-id by systemd, host keys by the
 /// keygen unit the base treefile ships).
 pub fn remove_machine_secrets(ctx: &Ctx) -> Result<()> {
-    if let Ok(rd) = fs::read_dir(ctx.path("etc/ssh")?) {
+    if let Ok(rd) = fs::read_dir(ctx.dir("etc/ssh")?) {
         for e in rd {
             let p = e?.path();
             if p.file_name()
@@ -87,7 +88,7 @@ pub fn remove_machine_secrets(ctx: &Ctx) -> Result<()> {
     let mid = ctx.path("etc/machine-id")?;
     if ctx.tf.machineid_compat.get() {
         // An empty file: systemd treats it as "first boot" and fills it.
-        fs::write(&mid, "").with_context(|| format!("{}: cannot write", mid.display()))?;
+        ctx.tree.write("etc/machine-id", b"")?;
         fs::set_permissions(&mid, std::fs::Permissions::from_mode(0o444))?;
     } else {
         remove_any(&mid)?;
@@ -98,9 +99,9 @@ pub fn remove_machine_secrets(ctx: &Ctx) -> Result<()> {
 /// Debian puts the kernel in /boot; ostree wants
 /// /usr/lib/modules/K/vmlinuz. /boot must end up empty.
 pub fn move_kernel(ctx: &Ctx) -> Result<()> {
-    let kver = super::kernel_version(ctx.root)?;
-    let moddir = ctx.path("usr/lib/modules")?.join(&kver);
-    let boot = ctx.path("boot")?;
+    let kver = super::kernel_version(ctx.tree)?;
+    let moddir = ctx.dir(format!("usr/lib/modules/{kver}"))?;
+    let boot = ctx.dir("boot")?;
     let src = boot.join(format!("vmlinuz-{kver}"));
     if !src.exists() {
         bail!("{}: kernel image missing for modules {kver}", src.display());
@@ -151,10 +152,10 @@ pub fn sysusers(ctx: &Ctx) -> Result<()> {
             &ctx.tf.ignore_removed_groups,
         )?;
     }
-    let dir = ctx.mkdirs("usr/lib/sysusers.d")?;
-    fs::write(
-        dir.join("keelson-compose.conf"),
-        users::render_sysusers(&passwd, &group),
+    ctx.mkdirs("usr/lib/sysusers.d")?;
+    ctx.tree.write(
+        "usr/lib/sysusers.d/keelson-compose.conf",
+        users::render_sysusers(&passwd, &group).as_bytes(),
     )?;
     Ok(())
 }
@@ -169,7 +170,7 @@ pub fn dpkg_to_usr(ctx: &Ctx) -> Result<()> {
         .with_context(|| format!("moving {} to {}", src.display(), dst.display()))?;
     // Lock files are runtime state.
     for f in ["lock", "lock-frontend", "triggers/Lock"] {
-        remove_any(&dst.join(f))?;
+        ctx.tree.remove(format!("{DPKG_DB}/{f}"))?;
     }
     Ok(())
 }
@@ -191,10 +192,9 @@ fn id_names(ctx: &Ctx) -> Result<(BTreeMap<u32, String>, BTreeMap<u32, String>)>
 /// Express /var as tmpfiles.d and empty it (ostree 2022.7 ignores /var at
 /// deploy). Regular files are kept in /usr/share/factory and copied at boot.
 pub fn var_to_tmpfiles(ctx: &Ctx) -> Result<()> {
-    let r = ctx.root;
     let (unames, gnames) = id_names(ctx)?;
-    let entries = var::collect(r, &unames, &gnames)?;
-    let declared = var::declared_paths(r)?;
+    let entries = var::collect(&ctx.dir("var")?, &unames, &gnames)?;
+    let declared = var::declared_paths(ctx.tree)?;
     for e in entries.iter().filter(|e| e.kind == var::Kind::File) {
         let src = ctx.path(&e.path)?;
         let rel = format!("{}{}", var::FACTORY, e.path);
@@ -215,9 +215,10 @@ pub fn var_to_tmpfiles(ctx: &Ctx) -> Result<()> {
          d /var/opt 0755 root root - -\n\
          d /var/usrlocal 0755 root root - -\n"
     ));
-    let dir = ctx.mkdirs("usr/lib/tmpfiles.d")?;
-    fs::write(dir.join("keelson-var.conf"), text)?;
-    empty_dir(&ctx.path("var")?)?;
+    ctx.mkdirs("usr/lib/tmpfiles.d")?;
+    ctx.tree
+        .write("usr/lib/tmpfiles.d/keelson-var.conf", text.as_bytes())?;
+    empty_dir(&ctx.dir("var")?)?;
     Ok(())
 }
 

@@ -40,7 +40,14 @@ impl Ctx<'_> {
         self.tree.path(rel)
     }
 
-    /// Create the directory `rel` (and parents) inside the tree.
+    /// The directory `rel`, every link resolved inside the tree: safe to
+    /// list, empty or join names to.
+    pub fn dir(&self, rel: impl AsRef<Path>) -> Result<PathBuf> {
+        self.tree.dir(rel)
+    }
+
+    /// Create the directory `rel` (and parents) inside the tree; returns it
+    /// resolved as [`Ctx::dir`] does.
     pub fn mkdirs(&self, rel: impl AsRef<Path>) -> Result<PathBuf> {
         self.tree.create_dir_all(rel)
     }
@@ -85,8 +92,8 @@ pub fn run(ctx: &Ctx) -> Result<()> {
 }
 
 /// The kernel version of the tree: the single directory in /usr/lib/modules.
-pub fn kernel_version(root: &Path) -> Result<String> {
-    let dir = root.join("usr/lib/modules");
+pub fn kernel_version(tree: &crate::util::tree::Tree) -> Result<String> {
+    let dir = tree.dir("usr/lib/modules")?;
     let mut versions: Vec<String> = fs_err::read_dir(&dir)
         .with_context(|| {
             format!(

@@ -152,8 +152,7 @@ pub fn run_scripts(ctx: &Ctx) -> Result<()> {
     }
     for (field, text) in scripts {
         let name = ".keelson-postprocess";
-        let host = ctx.path(name)?;
-        fs::write(&host, &text)?;
+        let host = ctx.tree.write(name, text.as_bytes())?;
         fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))?;
         let inside = format!("/{name}");
         let argv: Vec<&str> = if text.starts_with("#!") {
@@ -197,7 +196,10 @@ pub fn mutate_os_release(ctx: &Ctx) -> Result<()> {
     if !text.contains(from.as_str()) {
         bail!("mutate-os-release: {from:?} does not occur in /usr/lib/os-release");
     }
-    fs::write(&p, mutate_os_release_text(&text, from, version))?;
+    ctx.tree.write(
+        "usr/lib/os-release",
+        mutate_os_release_text(&text, from, version).as_bytes(),
+    )?;
     Ok(())
 }
 
@@ -219,7 +221,7 @@ pub fn readonly_executables(ctx: &Ctx) -> Result<()> {
         }
         Ok(())
     }
-    walk(&ctx.path("usr")?)
+    walk(&ctx.dir("usr")?)
 }
 
 #[cfg(test)]
@@ -288,6 +290,29 @@ mod tests {
             e.contains("units[0]: unit \"evil.service\" not found in the tree"),
             "{e}"
         );
+        // Layout steps: /dev and /tmp are links out of the tree, and
+        // /usr/bin/keelson is a link to a host file.
+        symlink(&host, root.join("dev")).unwrap();
+        symlink("../../../../../../../host", root.join("tmp")).unwrap();
+        fs::create_dir_all(root.join("usr/bin")).unwrap();
+        symlink(host.join("x"), root.join("usr/bin/keelson")).unwrap();
+        // A directory the step would empty is a link out: it fails, naming it.
+        let e = format!(
+            "{:#}",
+            super::super::layout::clean_pseudo_fs(&ctx).unwrap_err()
+        );
+        assert!(
+            e.contains("dev: a symbolic link to a path that does not exist inside"),
+            "{e}"
+        );
+        fs::remove_file(root.join("dev")).unwrap();
+        let e = format!(
+            "{:#}",
+            super::super::layout::clean_pseudo_fs(&ctx).unwrap_err()
+        );
+        assert!(e.contains("tmp: a symbolic link"), "{e}");
+        super::super::layout::embed_agent(&ctx).unwrap();
+        assert!(!root.join("usr/bin/keelson").is_symlink());
         assert_eq!(fs::read_to_string(host.join("x")).unwrap(), "host");
         assert_eq!(fs::read_to_string(host.join("etc/motd")).unwrap(), "host");
         assert!(host.join("evil.service").exists());

@@ -47,10 +47,10 @@ fn is_volatile(path: &str) -> bool {
 
 /// Paths systemd or another package already declares in tmpfiles.d (the
 /// second column of every line), so keelson does not declare them twice.
-pub fn declared_paths(root: &Path) -> Result<BTreeSet<String>> {
+pub fn declared_paths(tree: &crate::util::tree::Tree) -> Result<BTreeSet<String>> {
     let mut out = BTreeSet::new();
     for dir in ["usr/lib/tmpfiles.d", "etc/tmpfiles.d"] {
-        let d = root.join(dir);
+        let Ok(d) = tree.dir(dir) else { continue };
         let Ok(rd) = fs::read_dir(&d) else { continue };
         for e in rd {
             let p = e?.path();
@@ -70,14 +70,15 @@ fn parse_declared(text: &str) -> impl Iterator<Item = String> + '_ {
         .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
 }
 
-/// Walk `root/var` (sorted, parents first).
+/// Walk the tree's /var, `var` being its directory on the host (sorted,
+/// parents first).
 pub fn collect(
-    root: &Path,
+    var: &Path,
     users: &BTreeMap<u32, String>,
     groups: &BTreeMap<u32, String>,
 ) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
-    walk(&root.join("var"), "/var", users, groups, &mut out)?;
+    walk(var, "/var", users, groups, &mut out)?;
     Ok(out)
 }
 
@@ -194,7 +195,7 @@ mod tests {
         fs::write(r.join("var/lib/app/state"), "s").unwrap();
         fs::write(r.join("var/log/dpkg.log"), "l").unwrap();
         std::os::unix::fs::symlink("../run/lock", r.join("var/lock")).unwrap();
-        let entries = collect(r, &BTreeMap::new(), &BTreeMap::new()).unwrap();
+        let entries = collect(&r.join("var"), &BTreeMap::new(), &BTreeMap::new()).unwrap();
         let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
         assert_eq!(
             paths,

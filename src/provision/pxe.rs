@@ -290,13 +290,14 @@ fn installer_initramfs(
         fs::remove_dir_all(&etc)?;
     }
     fs::rename(tree.join("usr/etc"), &etc).context("the tree has no /usr/etc")?;
-    crate::postprocess::initramfs::write_embedded(&crate::util::tree::Tree::open(&tree)?, MODULE)?;
+    let confined = crate::util::tree::Tree::open(&tree)?;
+    crate::postprocess::initramfs::write_embedded(&confined, MODULE)?;
     if let Some(k) = &o.gpg_keyring {
         let dst = tree.join(KEYRING_IN_INITRD.trim_start_matches('/'));
         fs::create_dir_all(dst.parent().expect("has parent"))?;
         fs::copy(k, &dst).with_context(|| format!("--gpg-keyring {}", k.display()))?;
     }
-    let kver = crate::postprocess::kernel_version(&tree)?;
+    let kver = crate::postprocess::kernel_version(&confined)?;
     let initrd_in_tree = "/keelson-installer.img";
     step("building the installer initramfs (dracut)", || {
         let mut argv = vec![

@@ -86,6 +86,41 @@ impl Tree {
         unreachable!("the empty prefix is the tree's root")
     }
 
+    /// The host path of the directory `rel` with every link, the last one
+    /// too, resolved inside the tree: safe to list, empty or join names to.
+    /// A directory that does not exist yet is returned as [`Tree::path`]
+    /// gives it (nothing there to follow).
+    pub fn dir(&self, rel: impl AsRef<Path>) -> Result<PathBuf> {
+        let rel = rel.as_ref();
+        let comps: PathBuf = normal_components(rel)?.iter().collect();
+        match self.resolve_dir(&comps) {
+            Ok(p) => Ok(p),
+            Err(rustix::io::Errno::NOENT) => {
+                let p = self.path(rel)?;
+                if std::fs::symlink_metadata(&p).is_ok() {
+                    // A link whose target is not in the tree: following it
+                    // on the host would leave the tree.
+                    bail!(
+                        "{}: a symbolic link to a path that does not exist inside the tree",
+                        rel.display()
+                    );
+                }
+                Ok(p)
+            }
+            Err(e) => Err(std::io::Error::from(e))
+                .with_context(|| format!("{}: not a directory inside the tree", rel.display())),
+        }
+    }
+
+    /// Replace whatever is at `rel` (a link is removed, never followed) with
+    /// a regular file holding `bytes`; returns its host path.
+    pub fn write(&self, rel: impl AsRef<Path>, bytes: &[u8]) -> Result<PathBuf> {
+        let p = self.path(rel)?;
+        crate::util::fsutil::remove_any(&p)?;
+        fs_err::write(&p, bytes)?;
+        Ok(p)
+    }
+
     /// The host path of a directory `rel`, links followed inside the tree.
     fn resolve_dir(&self, rel: &Path) -> rustix::io::Result<PathBuf> {
         let target = if rel.as_os_str().is_empty() {
@@ -159,7 +194,7 @@ impl Tree {
                     .with_context(|| format!("{}: cannot create", host.display()))?,
             }
         }
-        self.path(rel)
+        self.dir(rel)
     }
 
     /// Remove the file, link or directory tree at `rel` if it exists (a
