@@ -178,9 +178,9 @@ pub fn write(plan: &Plan, target: &Target, work: &Path) -> Result<()> {
             filesystems_in_file(plan, f, &root, work, efi.as_deref())?;
             f
         }
+        // The caller releases the mounted deployment before unmounting.
         Target::Device(d) => {
             esp_on_device(plan, d, work, efi.as_deref())?;
-            sysroot::release(&root);
             d
         }
     };

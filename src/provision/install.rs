@@ -287,13 +287,14 @@ pub fn run(opts: &Options) -> Result<String> {
         opts.device.display(),
         plan.def.disk_size_mib
     );
-    let result = disk::write(
+    let written = disk::write(
         &plan,
         &disk::Target::Device(opts.device.clone()),
         work.path(),
-    )
-    .and_then(|()| Cmd::new("sync").run().map(|_| ()));
+    );
+    // Deployment roots are immutable; clear that, then sync what was written.
     sysroot::release(&work.path().join("root"));
+    let result = written.and_then(|()| Cmd::new("sync").run().map(|_| ()));
     disk::unmount_all(work.path());
     if let Err(e) = result {
         // Never leave a disk that looks installed.

@@ -121,20 +121,26 @@ impl Tree {
         Ok(p)
     }
 
-    /// The host path of a directory `rel`, links followed inside the tree.
-    fn resolve_dir(&self, rel: &Path) -> rustix::io::Result<PathBuf> {
+    /// An `O_PATH` descriptor for `rel` (normal components only), every
+    /// link followed inside the tree.
+    fn open_in(&self, rel: &Path, extra: OFlags) -> rustix::io::Result<OwnedFd> {
         let target = if rel.as_os_str().is_empty() {
             Path::new(".")
         } else {
             rel
         };
-        let fd = openat2(
+        openat2(
             self.fd.as_fd(),
             target,
-            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::PATH | OFlags::CLOEXEC | extra,
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )?;
+        )
+    }
+
+    /// The host path of a directory `rel`, links followed inside the tree.
+    fn resolve_dir(&self, rel: &Path) -> rustix::io::Result<PathBuf> {
+        let fd = self.open_in(rel, OFlags::DIRECTORY)?;
         let host = fs_err::read_link(format!(
             "/proc/self/fd/{}",
             rustix::fd::AsRawFd::as_raw_fd(&fd)
@@ -154,18 +160,7 @@ impl Tree {
             return false;
         };
         let p: PathBuf = comps.iter().collect();
-        openat2(
-            self.fd.as_fd(),
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                &p
-            },
-            OFlags::PATH | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
-        )
-        .is_ok()
+        self.open_in(&p, OFlags::empty()).is_ok()
     }
 
     /// Create `rel` and its parents inside the tree; returns its host path.
