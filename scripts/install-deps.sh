@@ -16,6 +16,9 @@ packages=(
   fdisk e2fsprogs dosfstools mtools grub-common qemu-utils/bookworm
   # booting images: QEMU, UEFI firmware, the NIC boot ROMs (network installs)
   qemu-system-x86 ovmf ipxe-qemu
+  # Ignition configs: ignition-validate checks them before they are used;
+  # ssh into provisioned VMs (tests/vm.rs)
+  ignition openssh-client
   # tests and benchmarks: setfattr, bc, gpg (signed updates), python3 (HTTP
   # server for the A/B VM test; a venv for pykickstart's ksvalidator)
   attr bc gnupg python3 python3-venv

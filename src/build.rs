@@ -52,6 +52,10 @@ pub struct PxeRequest {
     /// installer pulls from).
     #[arg(long = "pxe-update-url", requires = "enabled")]
     pub update_url: Option<String>,
+    /// With --pxe: the URL the installer fetches the node's Ignition config
+    /// from (validated before the disk is touched, embedded on it).
+    #[arg(long = "pxe-ignition-url", value_name = "URL", requires = "enabled")]
+    pub ignition_url: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -140,6 +144,7 @@ fn pxe(
         gpg_keyring: None,
         update_url: p.update_url.clone(),
         wipe: p.wipe,
+        ignition_url: p.ignition_url.clone(),
     })?;
     art.directory = "pxe".into();
     Ok(art)

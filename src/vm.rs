@@ -61,6 +61,23 @@ pub struct Options {
     /// iPXE ROM QEMU's NICs carry).
     #[arg(long, default_value = "boot.ipxe", requires = "netboot")]
     pub bootfile: String,
+    /// Ignition config for the first boot, passed through QEMU's fw_cfg
+    /// (opt/com.coreos/config: Ignition's qemu platform). Validated first.
+    #[arg(long, value_name = "FILE", conflicts_with = "ssh_key")]
+    pub ignition: Option<PathBuf>,
+    /// Boot with a minimal Ignition config: user `core` with this public
+    /// key and passwordless sudo; prints the ssh command for the forwarded
+    /// port.
+    #[arg(long, value_name = "KEY.pub")]
+    pub ssh_key: Option<PathBuf>,
+    /// Forward this host port on 127.0.0.1 to the guest's SSH port (default
+    /// with --ssh-key: a free port).
+    #[arg(long, value_name = "PORT")]
+    pub ssh_port: Option<u16>,
+    /// With --ignition: pass the config as it is, unchecked (to see how a
+    /// node handles a broken one).
+    #[arg(long, requires = "ignition")]
+    pub no_validate: bool,
 }
 
 #[derive(Debug)]
@@ -81,7 +98,52 @@ fn image_format(p: &Path) -> &'static str {
     }
 }
 
-fn command(o: &Options, vars: Option<&Path>) -> Command {
+/// What the guest gets besides its disks: the Ignition config (fw_cfg) and
+/// the forwarded SSH port.
+#[derive(Debug, Default)]
+struct Extras {
+    ignition: Option<PathBuf>,
+    ssh_port: Option<u16>,
+}
+
+/// The config to pass and the SSH port to forward; the generated config
+/// for --ssh-key is written into `work`.
+fn extras(o: &Options, work: &Path) -> Result<Extras> {
+    let mut x = Extras {
+        ssh_port: o.ssh_port,
+        ..Default::default()
+    };
+    if let Some(f) = &o.ignition {
+        if !o.no_validate {
+            crate::provision::ignition::load_file(f).context("--ignition")?;
+        } else if !f.is_file() {
+            bail!("--ignition {}: no such file", f.display());
+        }
+        x.ignition = Some(f.clone());
+    }
+    if let Some(key) = &o.ssh_key {
+        let text = fs_err::read_to_string(key).context("--ssh-key")?;
+        let config = crate::provision::ignition::ssh_key_config(&text)
+            .with_context(|| format!("--ssh-key {}", key.display()))?;
+        crate::provision::ignition::validate("the --ssh-key config", config.as_bytes())?;
+        let p = work.join("ssh-key.ign");
+        fs_err::write(&p, config)?;
+        x.ignition = Some(p);
+        if x.ssh_port.is_none() {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+            x.ssh_port = Some(l.local_addr()?.port());
+        }
+        let private = key.with_extension("");
+        eprintln!(
+            "keelson vm: once the node is up: ssh -i {} -p {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null core@127.0.0.1",
+            private.display(),
+            x.ssh_port.expect("set above")
+        );
+    }
+    Ok(x)
+}
+
+fn command(o: &Options, vars: Option<&Path>, x: &Extras) -> Command {
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
         "-machine",
@@ -97,18 +159,26 @@ fn command(o: &Options, vars: Option<&Path>) -> Command {
         c.args(["-accel", "tcg", "-cpu", "max"]);
     }
     c.args(["-display", "none", "-no-reboot", "-nic"]);
+    let mut nic = "user,model=virtio-net-pci".to_string();
+    if let Some(port) = x.ssh_port {
+        nic += &format!(",hostfwd=tcp:127.0.0.1:{port}-:22");
+    }
     match &o.netboot {
         Some(dir) => {
             c.arg(format!(
-                "user,model=virtio-net-pci,tftp={},bootfile={}",
+                "{nic},tftp={},bootfile={}",
                 dir.display(),
                 o.bootfile
             ));
             c.args(["-boot", "order=n"]);
         }
         None => {
-            c.arg("user,model=virtio-net-pci");
+            c.arg(nic);
         }
+    }
+    if let Some(ign) = &x.ignition {
+        c.arg("-fw_cfg")
+            .arg(format!("name=opt/com.coreos/config,file={}", ign.display()));
     }
     c.arg("-drive").arg(format!(
         "file={},if=virtio,format={}",
@@ -169,7 +239,8 @@ pub fn run(o: &Options) -> Result<Outcome> {
         // QEMU appends to an existing file: start from an empty log.
         crate::util::fsutil::remove_any(log)?;
     }
-    let mut cmd = command(o, vars.as_deref());
+    let x = extras(o, work.path())?;
+    let mut cmd = command(o, vars.as_deref(), &x);
     tracing::debug!("{cmd:?}");
     let start = Instant::now();
     let mut child = cmd

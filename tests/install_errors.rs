@@ -1,7 +1,8 @@
 //! `keelson install` refuses bad input before touching the disk: no such
 //! device, not a block device, a disk too small for the image definition, an
 //! unreachable URL, an unknown ref, an unsigned commit when a keyring is
-//! given. The disks are real loop devices over sparse files; after every
+//! given, an invalid or unreachable Ignition config (also with --wipe on a
+//! disk holding a table: the table stays). The disks are real loop devices over sparse files; after every
 //! refusal their first MiB is still zeros. A failure after partitioning (a
 //! content object missing on the server) is reported as such and leaves no
 //! partition table. (The successful install runs in the VM tier:
@@ -86,6 +87,15 @@ fn refuses_before_touching_the_disk() {
     let plain = plain.to_str().unwrap().to_string();
     let keyring = pubkey.to_str().unwrap().to_string();
     let unreachable = "http://127.0.0.1:1/repo".to_string();
+    // Ignition configs: one with a typo'd field, one the server lacks.
+    let bad_ign = d.path().join("bad.ign");
+    std::fs::write(
+        &bad_ign,
+        r#"{"ignition":{"version":"3.3.0"},"passwd":{"users":[{"name":"core","sshAuthorizedKey":[]}]}}"#,
+    )
+    .unwrap();
+    let bad_ign = bad_ign.to_str().unwrap().to_string();
+    let missing_ign = format!("http://127.0.0.1:{port}/missing.ign");
 
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -135,6 +145,32 @@ fn refuses_before_touching_the_disk() {
             ],
             "signature verification failed",
         ),
+        (
+            vec![
+                "--device",
+                &disk.0,
+                "--url",
+                &url,
+                "--ref",
+                "keelson/test",
+                "--ignition-file",
+                &bad_ign,
+            ],
+            "unknown field sshAuthorizedKey",
+        ),
+        (
+            vec![
+                "--device",
+                &disk.0,
+                "--url",
+                &url,
+                "--ref",
+                "keelson/test",
+                "--ignition-url",
+                &missing_ign,
+            ],
+            "fetching the Ignition config from http://127.0.0.1:",
+        ),
     ];
     for (args, want) in &cases {
         let (ok, err) = install(args);
@@ -152,6 +188,29 @@ fn refuses_before_touching_the_disk() {
     let (ok, err) = install(&["--device", &disk.0, "--url", &url, "--ref", "keelson/test"]);
     assert!(
         !ok && err.contains(&format!("--device {}: holds gpt", disk.0)) && err.contains("--wipe"),
+        "{err}"
+    );
+    assert_eq!(
+        run(Command::new("sfdisk").arg("--dump").arg(&disk.0)),
+        before
+    );
+    // Even with --wipe, an invalid Ignition config stops the install before
+    // the disk is touched: the table is still the one it had.
+    let (ok, err) = install(&[
+        "--device",
+        &disk.0,
+        "--url",
+        &url,
+        "--ref",
+        "keelson/test",
+        "--wipe",
+        "--ignition-file",
+        &bad_ign,
+    ]);
+    assert!(
+        !ok && err.contains(&format!(
+            "--ignition-file: {bad_ign}: not a valid Ignition config"
+        )),
         "{err}"
     );
     assert_eq!(

@@ -25,6 +25,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
+mod firstboot;
 use common::{HttpServer, cache, free_port, manifest, run};
 
 fn keelson(args: &[&str]) -> std::process::Output {
@@ -95,6 +96,9 @@ fn default_image_boots_uefi_and_bios() {
         // pulled from (same repo behind it here).
         "--pxe-update-url",
         &format!("http://10.0.2.2:{port}/updates"),
+        // The installer fetches the node's Ignition config and embeds it.
+        "--pxe-ignition-url",
+        &format!("http://10.0.2.2:{port}/ignition/netinstall.ign"),
         "--json",
     ]);
     let meta: serde_json::Value = serde_json::from_str(&meta_text).unwrap();
@@ -144,6 +148,10 @@ fn default_image_boots_uefi_and_bios() {
         .args(["compare", "-f", "raw", "-F", "qcow2"])
         .arg(&raw0)
         .arg(&image));
+    // Nothing secret or machine-specific is baked in: each node gets its
+    // identity at first boot.
+    firstboot::assert_commit_has_no_secrets(&repo, &reference);
+    firstboot::assert_image_has_no_secrets(&raw0, &d.path().join("mnt"));
     std::fs::remove_file(d.path().join("again1.raw")).unwrap();
     std::fs::remove_file(&raw0).unwrap();
 
@@ -188,25 +196,45 @@ fn default_image_boots_uefi_and_bios() {
         "no temporary image left behind"
     );
 
-    for (firmware, memory_mib) in [("uefi", 2048), ("bios", 4096)] {
+    // Everything the guests fetch over HTTP: the repo (and the same repo as
+    // the installed node's update URL), the PXE files, Ignition configs.
+    let www = d.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::os::unix::fs::symlink(built.join("repo"), www.join("repo")).unwrap();
+    std::os::unix::fs::symlink(built.join("repo"), www.join("updates")).unwrap();
+    std::os::unix::fs::symlink(built.join("pxe"), www.join("pxe")).unwrap();
+    let configs = firstboot::write_configs(d.path(), &www, port);
+    let _server = HttpServer::start(&www, port);
+
+    // First boot (UEFI, 2 GiB) with a config through fw_cfg, then the
+    // reboot (BIOS, 4 GiB) of the same disk: both pass the in-guest checks.
+    let disk = d.path().join("provisioned.qcow2");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(&image)
+        .arg(&disk));
+    let ssh_port = free_port();
+    let fw_cfg = configs.fw_cfg.to_str().unwrap().to_string();
+    for (i, (firmware, memory_mib)) in [("uefi", 2048), ("bios", 4096)].into_iter().enumerate() {
         let log = d.path().join(format!("serial-{firmware}.log"));
-        let text = boot(&image, firmware, memory_mib, &log).replace('\r', "");
-        let checks: Vec<&str> = text
-            .lines()
-            .filter(|l| l.contains("KEELSON-CHECK"))
-            .collect();
-        assert!(
-            checks.len() >= 10,
-            "{firmware}: checks missing:\n{}",
-            checks.join("\n")
-        );
-        assert!(
-            text.contains("KEELSON-VMTEST-RESULT: PASS"),
-            "{firmware}: in-guest checks failed:\n{}",
-            checks.join("\n")
-        );
+        let extra: &[&str] = if i == 0 {
+            &["--ignition", &fw_cfg]
+        } else {
+            &[]
+        };
+        let mut guest = firstboot::Guest::boot(&disk, firmware, memory_mib, &log, ssh_port, extra);
+        let text = guest.wait_up();
+        in_guest_checks_passed(&text, firmware);
         kubelet_config_matches_capacity(&text, firmware, memory_mib);
+        if i == 0 {
+            provisioned_at_first_boot(&guest, &configs.key);
+            guest.shut_down(&configs.key, "sudo -n systemctl reboot");
+        } else {
+            not_provisioned_again(&guest, &configs.key, &text);
+            guest.shut_down(&configs.key, "sudo -n systemctl poweroff");
+        }
     }
+    broken_config_stops_the_boot(&image, &configs.broken, d.path());
 
     network_install(&built, &reference, port, d.path());
 }
@@ -217,12 +245,7 @@ fn default_image_boots_uefi_and_bios() {
 /// writes the disk and reboots; the installed node then boots from its disk,
 /// passes the in-guest checks and follows the ref at its update URL.
 fn network_install(out: &Path, reference: &str, port: u16, d: &Path) {
-    // `keelson build --pxe` wrote out/repo and out/pxe: serve both.
-    let www = d.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    std::os::unix::fs::symlink(out.join("repo"), www.join("repo")).unwrap();
-    std::os::unix::fs::symlink(out.join("repo"), www.join("updates")).unwrap();
-    std::os::unix::fs::symlink(out.join("pxe"), www.join("pxe")).unwrap();
+    // The caller serves out/repo, out/pxe and the Ignition configs on port.
     let pxe = out.join("pxe");
     let update_url = format!("http://10.0.2.2:{port}/updates");
     run(Command::new("sha256sum")
@@ -232,7 +255,6 @@ fn network_install(out: &Path, reference: &str, port: u16, d: &Path) {
     run(Command::new(common::ksvalidator())
         .args(["-v", "RHEL9"])
         .arg(pxe.join("keelson.ks")));
-    let _server = HttpServer::start(&www, port);
     let disk = d.join("netinstalled.qcow2");
     run(Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2"])
@@ -281,6 +303,19 @@ fn network_install(out: &Path, reference: &str, port: u16, d: &Path) {
         "installed node: in-guest checks failed:\n{}",
         checks.join("\n")
     );
+    // The config the installer fetched from --pxe-ignition-url gave the node
+    // its user and hostname at its first boot.
+    assert!(
+        text.contains(&format!(
+            "KEELSON-IDENTITY hostname={} core=core:/home/core firstboot=1",
+            firstboot::NETINSTALL_HOSTNAME
+        )),
+        "installed node: not provisioned from its Ignition config:\n{}",
+        text.lines()
+            .filter(|l| l.contains("KEELSON-IDENTITY"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert!(
         text.contains(&format!("Updates: keelson:{reference} from {update_url}")),
         "installed node does not follow the ref at its update URL:\n{}",
@@ -288,6 +323,128 @@ fn network_install(out: &Path, reference: &str, port: u16, d: &Path) {
             .filter(|l| l.contains("Updates:") || l.contains("Origin:"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+}
+
+fn in_guest_checks_passed(text: &str, firmware: &str) {
+    let checks: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("KEELSON-CHECK"))
+        .collect();
+    assert!(
+        checks.len() >= 10,
+        "{firmware}: checks missing:\n{}",
+        checks.join("\n")
+    );
+    assert!(
+        text.contains("KEELSON-VMTEST-RESULT: PASS"),
+        "{firmware}: in-guest checks failed:\n{}",
+        checks.join("\n")
+    );
+}
+
+/// The first boot applied the fw_cfg config (and the part it merges over
+/// HTTP): checked over a real ssh connection as the user it created.
+fn provisioned_at_first_boot(guest: &firstboot::Guest, key: &Path) {
+    let text = guest.console();
+    assert!(
+        text.contains(&format!(
+            "KEELSON-IDENTITY hostname={} core=core:/home/core firstboot=1",
+            firstboot::HOSTNAME
+        )),
+        "first boot: {}",
+        text.lines()
+            .filter(|l| l.contains("KEELSON-IDENTITY"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(guest.ssh_ok(key, "hostname").trim(), firstboot::HOSTNAME);
+    guest.ssh_ok(key, "sudo -n true");
+    let status = guest.ssh_ok(key, "keelson status");
+    assert!(
+        status.contains("* keelson ") && status.contains(firstboot::POLICY_LINE),
+        "keelson status as core:\n{status}"
+    );
+    let once = guest.ssh_ok(key, "cat /var/lib/keelson-vmtest/once.log");
+    assert_eq!(once.lines().count(), 1, "first-boot unit: {once}");
+    // Ignition succeeded: the flag is gone, so the next boot is a plain one.
+    guest.ssh_ok(
+        key,
+        "test ! -e /boot/ignition.firstboot && test ! -e /boot/ignition",
+    );
+}
+
+/// After the reboot: the first-boot unit did not run again and Ignition
+/// did not run in this boot (it did in the previous one: journal).
+fn not_provisioned_again(guest: &firstboot::Guest, key: &Path, text: &str) {
+    assert!(
+        text.contains(&format!(
+            "KEELSON-IDENTITY hostname={} core=core:/home/core firstboot=0",
+            firstboot::HOSTNAME
+        )),
+        "second boot: {}",
+        text.lines()
+            .filter(|l| l.contains("KEELSON-IDENTITY"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let once = guest.ssh_ok(key, "cat /var/lib/keelson-vmtest/once.log");
+    assert_eq!(
+        once.lines().count(),
+        1,
+        "the first-boot unit ran again: {once}"
+    );
+    let now = guest.ssh_ok(
+        key,
+        "sudo -n journalctl -q -b 0 -o cat -u ignition-files.service | wc -l",
+    );
+    assert_eq!(now.trim(), "0", "Ignition ran on the second boot");
+    let before = guest.ssh_ok(
+        key,
+        "sudo -n journalctl -q -b -1 -o cat -u ignition-files.service | grep -c 'files: op(' || true",
+    );
+    assert!(
+        before.trim().parse::<u32>().unwrap_or(0) > 0,
+        "no Ignition files stage in the first boot's journal: {before}"
+    );
+    assert!(
+        guest
+            .ssh_ok(key, "keelson status")
+            .contains(firstboot::POLICY_LINE)
+    );
+}
+
+/// A config that does not parse stops the first boot in the initramfs,
+/// Ignition's error on the console; the node never reaches multi-user.
+fn broken_config_stops_the_boot(image: &Path, broken: &Path, d: &Path) {
+    let log = d.join("serial-broken.log");
+    let out = keelson(&[
+        "vm",
+        image.to_str().unwrap(),
+        "--snapshot",
+        "--ignition",
+        broken.to_str().unwrap(),
+        "--no-validate",
+        "--serial-log",
+        log.to_str().unwrap(),
+        "--expect",
+        "KEELSON-VMTEST-RESULT:",
+        "--timeout",
+        "600",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).replace('\r', "");
+    assert!(!out.status.success(), "a broken config booted:\n{err}");
+    assert!(err.contains("emergency mode"), "{err}");
+    assert!(
+        text.contains("keelson: the first boot stopped in the initramfs; failed: ignition-fetch-offline.service")
+            && text.contains("unexpected end of JSON input"),
+        "Ignition's error is not on the console:\n{}",
+        firstboot::tail(&text, 40)
+    );
+    assert!(
+        !text.contains("Reached target multi-user"),
+        "reached multi-user"
     );
 }
 

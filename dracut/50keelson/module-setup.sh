@@ -14,6 +14,10 @@ check() {
 
 depends() {
     echo systemd
+    # First-boot provisioning, when the tree has Debian's Ignition.
+    if [ -x /usr/lib/dracut/modules.d/30ignition/ignition ]; then
+        echo keelson-ignition
+    fi
 }
 
 installkernel() {

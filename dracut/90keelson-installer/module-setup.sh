@@ -27,6 +27,8 @@ install() {
         grub-mkimage grub-editenv mount umount sync du cp chattr udevadm sh
     # Signature checks (gpgme runs gpg) and https URLs.
     inst_multiple -o gpg gpgv gpgconf gpg-agent gpgsm dirmngr
+    # Ignition configs given to the installer are validated before the disk.
+    inst_multiple -o ignition-validate
     inst_multiple -o /etc/ssl/certs/ca-certificates.crt
     # systemd-networkd with DHCP on every Ethernet link.
     inst_multiple /usr/lib/systemd/systemd-networkd /usr/lib/systemd/systemd-networkd-wait-online

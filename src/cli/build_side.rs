@@ -81,9 +81,18 @@ pub struct InstallArgs {
     /// (without it such a disk is refused).
     #[arg(long)]
     pub wipe: bool,
+    /// The node's Ignition config (users, SSH keys, hostname, units…),
+    /// validated before the disk is touched and embedded on /boot for the
+    /// first boot only.
+    #[arg(long, value_name = "FILE", conflicts_with = "ignition_url")]
+    pub ignition_file: Option<PathBuf>,
+    /// Fetch the node's Ignition config from URL now (validated, embedded
+    /// like --ignition-file).
+    #[arg(long, value_name = "URL")]
+    pub ignition_url: Option<String>,
     /// Take everything from keelson.install.* kernel arguments (the PXE
     /// installer): device, url, ref, osname, karg, update_url, gpg_keyring,
-    /// reboot, wipe.
+    /// ignition_url, reboot, wipe.
     #[arg(long, conflicts_with_all = ["device", "url", "ref_"])]
     pub from_cmdline: bool,
 }
@@ -106,6 +115,10 @@ impl InstallArgs {
             update_url: self.update_url,
             reboot: self.reboot,
             wipe: self.wipe,
+            ignition: crate::provision::ignition::Source::from_args(
+                self.ignition_file.as_deref(),
+                self.ignition_url.as_deref(),
+            )?,
         })
     }
 }

@@ -66,6 +66,12 @@ pub struct Definition {
     pub firmware: Vec<Firmware>,
     pub formats: Vec<Format>,
     pub remote: Remote,
+    /// Ignition's platform id for the first boot (`ignition.platform.id`):
+    /// where the node fetches its config. Default: `qemu` when the formats
+    /// include qcow2, else `metal`. `keelson install` always uses `metal`
+    /// (the config is embedded on the disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignition_platform: Option<String>,
 }
 
 /// One partition as placed on the disk.
@@ -111,6 +117,15 @@ impl Definition {
         Ok(d)
     }
 
+    /// Pure: the Ignition platform images of this definition boot with.
+    pub fn ignition_platform(&self) -> &str {
+        match &self.ignition_platform {
+            Some(p) => p,
+            None if self.formats.contains(&Format::Qcow2) => "qemu",
+            None => "metal",
+        }
+    }
+
     fn validate(&self) -> Result<()> {
         if self.firmware.is_empty() {
             bail!("firmware: at least one of \"uefi\", \"bios\"");
@@ -132,6 +147,10 @@ impl Definition {
                 "partitions.boot-mib: {} MiB cannot hold two kernels and initramfs (min 128)",
                 self.partitions.boot_mib
             );
+        }
+        if let Some(p) = &self.ignition_platform {
+            crate::provision::ignition::check_platform(p)
+                .map_err(|e| anyhow::anyhow!("ignition-platform: {e}"))?;
         }
         for (i, k) in self.kernel_args.iter().enumerate() {
             if k.starts_with("root=") || k.starts_with("ostree=") {
@@ -240,6 +259,21 @@ mod tests {
     }
 
     #[test]
+    fn ignition_platform_defaults_by_format() {
+        for (extra, formats, want) in [
+            ("", r#"["qcow2"]"#, "qemu"),
+            ("", r#"["raw"]"#, "metal"),
+            ("", r#"["raw","qcow2"]"#, "qemu"),
+            (r#","ignition-platform":"aws""#, r#"["raw"]"#, "aws"),
+            (r#","ignition-platform":"metal""#, r#"["qcow2"]"#, "metal"),
+        ] {
+            let text = def(extra).replace(r#"["qcow2"]"#, formats);
+            let d = Definition::parse("t.json", &text).unwrap();
+            assert_eq!(d.ignition_platform(), want, "{extra} {formats}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_field() {
         let table: &[(String, &str)] = &[
             (
@@ -262,6 +296,10 @@ mod tests {
             (
                 def("").replace("\"bios-boot-mib\":1", "\"bios-boot-mib\":0"),
                 "t.json: partitions.bios-boot-mib: BIOS firmware needs",
+            ),
+            (
+                def(r#","ignition-platform":"ec2""#),
+                "t.json: ignition-platform: \"ec2\" is not an Ignition 2.14 platform",
             ),
         ];
         for (text, want) in table {

@@ -90,6 +90,15 @@ pub struct Plan {
     pub extra_kargs: Vec<String>,
     /// SOURCE_DATE_EPOCH for filesystem timestamps (images only).
     pub source_date_epoch: Option<u64>,
+    /// The first boot: Ignition's platform, and the config embedded on
+    /// /boot (installs; images carry none: nothing secret is baked in).
+    pub firstboot: FirstBoot,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirstBoot {
+    pub platform: String,
+    pub config: Option<Vec<u8>>,
 }
 
 impl Plan {
@@ -197,6 +206,7 @@ fn stage(plan: &Plan, root: &Path, work: &Path) -> Result<sysroot::Staged> {
         sysroot::stage(root, plan, &mkconfig)
     })?;
     sysroot::finish(&staged, &plan.ids.boot_uuid)?;
+    sysroot::firstboot(root, &plan.firstboot, &plan.ids.boot_uuid)?;
     if plan.update_url != plan.pull_url {
         // Same signature policy, the production URL.
         sysroot::remote_add(
@@ -433,6 +443,10 @@ mod tests {
             keyring: None,
             extra_kargs: vec!["quiet".into()],
             source_date_epoch: None,
+            firstboot: FirstBoot {
+                platform: "qemu".into(),
+                config: None,
+            },
         };
         let s = plan.sfdisk_script().unwrap();
         assert!(

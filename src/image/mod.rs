@@ -186,6 +186,10 @@ fn plan(opts: &Options, def: &Definition, commit: &str) -> Result<disk::Plan> {
             Some(t) => t,
             None => commit_time(&opts.repo, commit)?,
         }),
+        firstboot: disk::FirstBoot {
+            platform: def.ignition_platform().to_string(),
+            config: None,
+        },
         def: def.clone(),
     })
 }

@@ -138,6 +138,26 @@ pub fn finish(staged: &Staged, boot_uuid: &str) -> Result<()> {
     Ok(())
 }
 
+/// The first-boot flag on /boot (GRUB adds Ignition's kernel arguments
+/// while it exists) and, for installs, the config Ignition reads there.
+pub fn firstboot(root: &Path, fb: &super::disk::FirstBoot, boot_uuid: &str) -> Result<()> {
+    use crate::provision::ignition;
+    use std::os::unix::fs::PermissionsExt;
+    let boot = root.join("boot");
+    if let Some(config) = &fb.config {
+        let p = boot.join(ignition::EMBEDDED_CONFIG);
+        let dir = p.parent().expect("has parent");
+        fs_err::create_dir_all(dir)?;
+        // It may hold password hashes: root only.
+        fs_err::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        fs_err::write(&p, config).context("embedding the Ignition config on /boot")?;
+        fs_err::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let flag = ignition::firstboot_flag(&fb.platform, boot_uuid)?;
+    fs_err::write(boot.join(ignition::FIRSTBOOT_FLAG), flag)
+        .context("writing the first-boot flag on /boot")
+}
+
 /// `ostree admin deploy` marks deployment roots immutable; clear that so
 /// the staging directory can be removed.
 pub fn release(root: &Path) {

@@ -39,6 +39,8 @@ pub struct Status {
     pub kubelet: Option<super::kubelet::NodeResources>,
     /// Why `kubelet` is missing (a bad configuration fragment, …).
     pub kubelet_error: Option<String>,
+    /// The update policy the configuration fragments give.
+    pub updates: Option<super::config::Updates>,
 }
 
 fn info(
@@ -114,7 +116,9 @@ pub fn read(ctx: &super::context::NodeCtx) -> Result<Status> {
         Ok(n) => (Some(n), None),
         Err(e) => (None, Some(format!("{e:#}"))),
     };
+    let updates = ctx.load_config().ok().map(|c| c.updates);
     Ok(Status {
+        updates,
         sysroot: path.display().to_string(),
         update_ref,
         update_url,
@@ -135,6 +139,29 @@ fn node_resources(ctx: &super::context::NodeCtx) -> Result<super::kubelet::NodeR
     let cfg = ctx.load_config()?;
     let cap = super::kubelet::machine_capacity(&ctx.kubelet_dir, cfg.kubelet.max_pods)?;
     super::kubelet::node_resources(&cfg.kubelet, &cap)
+}
+
+/// Pure: the update policy in one line.
+pub fn describe_updates(u: &super::config::Updates) -> String {
+    use super::config::RebootPolicy;
+    if !u.enabled {
+        return "updates disabled".into();
+    }
+    match (&u.reboot, &u.window) {
+        (RebootPolicy::Immediate, _) => "reboot as soon as an update is staged".into(),
+        (RebootPolicy::Off, _) => "stage updates; never reboot for them".into(),
+        (RebootPolicy::Window, None) => "reboot in a window (none configured)".into(),
+        (RebootPolicy::Window, Some(w)) => format!(
+            "reboot in the window {} {:02}:00 UTC for {} h",
+            if w.days.is_empty() {
+                "every day".to_string()
+            } else {
+                w.days.join(",")
+            },
+            w.start_hour,
+            w.length_hours
+        ),
+    }
 }
 
 /// Human-readable status.
@@ -172,6 +199,9 @@ pub fn render(s: &Status) -> String {
         s.update_ref.as_deref().unwrap_or("-"),
         s.update_url.as_deref().unwrap_or("-")
     );
+    if let Some(u) = &s.updates {
+        out += &format!("Update policy: {}\n", describe_updates(u));
+    }
     out += &match s.boot {
         super::bootcount::State::Normal => "Boot: normal\n".to_string(),
         super::bootcount::State::Trial(n) => {
@@ -207,4 +237,61 @@ pub fn render(s: &Status) -> String {
         (None, None) => {}
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::{RebootPolicy, Updates, Window};
+    use super::describe_updates;
+
+    #[test]
+    fn update_policy_lines() {
+        let w = |days: &[&str]| {
+            Some(Window {
+                days: days.iter().map(|d| d.to_string()).collect(),
+                start_hour: 2,
+                length_hours: 3,
+            })
+        };
+        for (enabled, reboot, window, want) in [
+            (false, RebootPolicy::Immediate, None, "updates disabled"),
+            (
+                true,
+                RebootPolicy::Immediate,
+                None,
+                "reboot as soon as an update is staged",
+            ),
+            (
+                true,
+                RebootPolicy::Off,
+                None,
+                "stage updates; never reboot for them",
+            ),
+            (
+                true,
+                RebootPolicy::Window,
+                None,
+                "reboot in a window (none configured)",
+            ),
+            (
+                true,
+                RebootPolicy::Window,
+                w(&["Sat", "Sun"]),
+                "reboot in the window Sat,Sun 02:00 UTC for 3 h",
+            ),
+            (
+                true,
+                RebootPolicy::Window,
+                w(&[]),
+                "reboot in the window every day 02:00 UTC for 3 h",
+            ),
+        ] {
+            let u = Updates {
+                enabled,
+                reboot,
+                window,
+            };
+            assert_eq!(describe_updates(&u), want);
+        }
+    }
 }

@@ -9,11 +9,82 @@ use anyhow::{Context, Result};
 
 use super::{Ctx, sandbox};
 
-/// keelson's dracut module and config, as shipped in the repo's `dracut/`.
+/// keelson's dracut modules (50keelson; 40keelson-ignition, used when the
+/// tree has Ignition) and config, as shipped in the repo's `dracut/`.
 const MODULE_FILES: &[(&str, &str, u32)] = &[
     (
         "usr/lib/dracut/modules.d/50keelson/module-setup.sh",
         include_str!("../../dracut/50keelson/module-setup.sh"),
+        0o755,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/module-setup.sh",
+        include_str!("../../dracut/40keelson-ignition/module-setup.sh"),
+        0o755,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-setup.service",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-setup.service"),
+        0o644,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-setup",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-setup"),
+        0o755,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-network.service",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-network.service"),
+        0o644,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-network",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-network"),
+        0o755,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/90-keelson-ignition.network",
+        include_str!("../../dracut/40keelson-ignition/90-keelson-ignition.network"),
+        0o644,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-var.service",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-var.service"),
+        0o644,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-var",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-var"),
+        0o755,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-finish.service",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-finish.service"),
+        0o644,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-finish",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-finish"),
+        0o755,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-setfiles",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-setfiles"),
+        0o755,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-kargs-helper",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-kargs-helper"),
+        0o755,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-failed.service",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-failed.service"),
+        0o644,
+    ),
+    (
+        "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-failed",
+        include_str!("../../dracut/40keelson-ignition/keelson-ignition-failed"),
         0o755,
     ),
     (

@@ -16,6 +16,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::image::definition::{Definition, Firmware};
 use crate::image::{disk, sysroot};
+use crate::provision::ignition;
 use crate::util::cmd::Cmd;
 use crate::util::progress::step;
 
@@ -37,6 +38,8 @@ pub struct Options {
     pub reboot: bool,
     /// Overwrite a disk that already has a partition table or filesystem.
     pub wipe: bool,
+    /// The node's Ignition config, embedded on /boot for its first boot.
+    pub ignition: Option<ignition::Source>,
 }
 
 /// The definition laid out on a device of `device_bytes`: the root
@@ -85,6 +88,7 @@ pub fn from_cmdline(cmdline: &str) -> Result<Options> {
             "wipe",
             "gpg_keyring",
             "definition",
+            "ignition_url",
         ]
         .contains(k)
         {
@@ -113,6 +117,7 @@ pub fn from_cmdline(cmdline: &str) -> Result<Options> {
         update_url: one("update_url"),
         reboot: flag("reboot"),
         wipe: flag("wipe"),
+        ignition: one("ignition_url").map(ignition::Source::Url),
     })
 }
 
@@ -236,6 +241,11 @@ fn check_remote(opts: &Options, remote: &str, scratch: &Path) -> Result<String> 
 /// Everything checked, nothing written yet: the writer's plan.
 fn preflight(opts: &Options, scratch: &Path) -> Result<disk::Plan> {
     let def = Definition::load_or_builtin(opts.definition.as_deref())?;
+    // The config first: a node must never come up without its identity.
+    let config = match &opts.ignition {
+        Some(src) => Some(step("checking the Ignition config", || src.load())?),
+        None => None,
+    };
     if let Some(k) = &opts.gpg_keyring
         && !k.is_file()
     {
@@ -267,6 +277,15 @@ fn preflight(opts: &Options, scratch: &Path) -> Result<disk::Plan> {
         keyring: opts.gpg_keyring.clone(),
         extra_kargs: opts.kargs.clone(),
         source_date_epoch: None,
+        // The config is on the disk: Ignition's platform is bare metal
+        // (no provider to ask), unless the definition names another.
+        firstboot: disk::FirstBoot {
+            platform: def
+                .ignition_platform
+                .clone()
+                .unwrap_or_else(|| "metal".into()),
+            config,
+        },
         remote,
         commit,
         layout,
@@ -352,6 +371,16 @@ mod tests {
         assert_eq!(o.url, "http://10.0.2.2:8000/repo");
         assert_eq!(o.kargs, vec!["quiet", "a=b"]);
         assert!(o.reboot);
+        assert_eq!(o.ignition, None);
+        let o = from_cmdline(
+            "keelson.install.device=/dev/vda keelson.install.url=http://h/repo keelson.install.ref=r \
+             keelson.install.ignition_url=http://h/ignition/n1.ign",
+        )
+        .unwrap();
+        assert_eq!(
+            o.ignition,
+            Some(ignition::Source::Url("http://h/ignition/n1.ign".into()))
+        );
         let e = from_cmdline("keelson.install.device=/dev/vda keelson.install.url=http://x")
             .unwrap_err();
         assert_eq!(

@@ -96,6 +96,11 @@ pub struct Options {
     /// (keelson.install.wipe); without it such a disk is refused.
     #[arg(long)]
     pub wipe: bool,
+    /// The node's Ignition config, fetched by the installer from URL
+    /// (keelson.install.ignition_url), validated before it touches the disk
+    /// and embedded for the installed node's first boot.
+    #[arg(long, value_name = "URL")]
+    pub ignition_url: Option<String>,
 }
 
 impl Options {
@@ -145,6 +150,9 @@ pub fn cmdline(o: &Options, keyring_in_initrd: bool) -> String {
     }
     if o.wipe {
         args.push("keelson.install.wipe".to_string());
+    }
+    if let Some(u) = &o.ignition_url {
+        args.push(format!("keelson.install.ignition_url={u}"));
     }
     if keyring_in_initrd {
         args.push(format!("keelson.install.gpg_keyring={KEYRING_IN_INITRD}"));
@@ -209,6 +217,10 @@ fn validate(o: &Options) -> Result<()> {
         && !k.is_file()
     {
         bail!("--gpg-keyring {}: no such file", k.display());
+    }
+    if let Some(u) = &o.ignition_url {
+        // Fetched (and validated) by the installer, before the disk.
+        super::ignition::check_url(u).map_err(|e| anyhow::anyhow!("--ignition-url {e}"))?;
     }
     Ok(())
 }
@@ -383,6 +395,7 @@ mod tests {
             gpg_keyring: None,
             update_url: None,
             wipe: false,
+            ignition_url: None,
         }
     }
 

@@ -92,6 +92,29 @@ impl Cmd {
 
     /// Run and return stdout and stderr together, failing as [`Cmd::run`].
     pub fn output(&self) -> Result<std::process::Output> {
+        let out = self.output_unchecked()?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let source = if stderr.trim().is_empty() {
+                stdout
+            } else {
+                stderr
+            };
+            bail!(
+                "`{}` failed ({}):\n{}",
+                self.display(),
+                out.status,
+                tail(&source, STDERR_TAIL)
+            );
+        }
+        Ok(out)
+    }
+
+    /// Run and return its output whatever the exit status (for programs
+    /// whose report is the result, e.g. validators); fails only when the
+    /// program cannot run.
+    pub fn output_unchecked(&self) -> Result<std::process::Output> {
         tracing::debug!(cmd = %self.display(), "running");
         let mut expr = duct::cmd(&self.program, &self.args)
             .stdout_capture()
@@ -112,26 +135,10 @@ impl Cmd {
         if let Some(d) = &self.dir {
             expr = expr.dir(d);
         }
-        let out = match expr.run() {
-            Ok(o) => o,
+        match expr.run() {
+            Ok(o) => Ok(o),
             Err(e) => bail!("cannot run `{}`: {e}", self.display()),
-        };
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr);
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            let source = if stderr.trim().is_empty() {
-                stdout
-            } else {
-                stderr
-            };
-            bail!(
-                "`{}` failed ({}):\n{}",
-                self.display(),
-                out.status,
-                tail(&source, STDERR_TAIL)
-            );
         }
-        Ok(out)
     }
 }
 
