@@ -116,6 +116,7 @@ fn print_only_flattens_the_default_treefile() {
         "ostree-boot",
         "containerd",
         "logrotate",
+        "ignition",
     ] {
         assert!(pkgs.contains(&p), "{p} missing from {pkgs:?}");
     }
@@ -126,9 +127,10 @@ fn print_only_flattens_the_default_treefile() {
         .map(|u| u.as_str().unwrap())
         .collect();
     assert_eq!(
-        units[units.len() - 5..],
+        units[units.len() - 6..],
         [
             "keelson-update.timer",
+            "keelson-firstboot-complete.service",
             "containerd.service",
             "keelson-kubelet-config.service",
             "kubelet.service",

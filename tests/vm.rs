@@ -294,27 +294,14 @@ fn network_install(out: &Path, reference: &str, port: u16, d: &Path) {
     // The installed node, from its own disk.
     let log = d.join("serial-installed.log");
     let text = boot(&disk, "bios", 2048, &log).replace('\r', "");
-    let checks: Vec<&str> = text
-        .lines()
-        .filter(|l| l.contains("KEELSON-CHECK"))
-        .collect();
-    assert!(
-        text.contains("KEELSON-VMTEST-RESULT: PASS"),
-        "installed node: in-guest checks failed:\n{}",
-        checks.join("\n")
-    );
+    in_guest_checks_passed(&text, "installed node");
     // The config the installer fetched from --pxe-ignition-url gave the node
     // its user and hostname at its first boot.
-    assert!(
-        text.contains(&format!(
-            "KEELSON-IDENTITY hostname={} core=core:/home/core firstboot=1",
-            firstboot::NETINSTALL_HOSTNAME
-        )),
-        "installed node: not provisioned from its Ignition config:\n{}",
-        text.lines()
-            .filter(|l| l.contains("KEELSON-IDENTITY"))
-            .collect::<Vec<_>>()
-            .join("\n")
+    firstboot::assert_identity(
+        &text,
+        "installed node",
+        firstboot::NETINSTALL_HOSTNAME,
+        true,
     );
     assert!(
         text.contains(&format!("Updates: keelson:{reference} from {update_url}")),
@@ -346,18 +333,7 @@ fn in_guest_checks_passed(text: &str, firmware: &str) {
 /// The first boot applied the fw_cfg config (and the part it merges over
 /// HTTP): checked over a real ssh connection as the user it created.
 fn provisioned_at_first_boot(guest: &firstboot::Guest, key: &Path) {
-    let text = guest.console();
-    assert!(
-        text.contains(&format!(
-            "KEELSON-IDENTITY hostname={} core=core:/home/core firstboot=1",
-            firstboot::HOSTNAME
-        )),
-        "first boot: {}",
-        text.lines()
-            .filter(|l| l.contains("KEELSON-IDENTITY"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    firstboot::assert_identity(&guest.console(), "first boot", firstboot::HOSTNAME, true);
     assert_eq!(guest.ssh_ok(key, "hostname").trim(), firstboot::HOSTNAME);
     guest.ssh_ok(key, "sudo -n true");
     let status = guest.ssh_ok(key, "keelson status");
@@ -377,17 +353,7 @@ fn provisioned_at_first_boot(guest: &firstboot::Guest, key: &Path) {
 /// After the reboot: the first-boot unit did not run again and Ignition
 /// did not run in this boot (it did in the previous one: journal).
 fn not_provisioned_again(guest: &firstboot::Guest, key: &Path, text: &str) {
-    assert!(
-        text.contains(&format!(
-            "KEELSON-IDENTITY hostname={} core=core:/home/core firstboot=0",
-            firstboot::HOSTNAME
-        )),
-        "second boot: {}",
-        text.lines()
-            .filter(|l| l.contains("KEELSON-IDENTITY"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    firstboot::assert_identity(text, "second boot", firstboot::HOSTNAME, false);
     let once = guest.ssh_ok(key, "cat /var/lib/keelson-vmtest/once.log");
     assert_eq!(
         once.lines().count(),

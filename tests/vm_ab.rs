@@ -188,6 +188,21 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
         "scenario did not finish:\n{ctx}"
     );
     assert!(!all.contains("AB-UNEXPECTED"), "{ctx}");
+    // Ignition ran on the first boot only: no later boot (the upgrades,
+    // the rollback, the fallback from the failed upgrade, the power cut)
+    // is a first boot.
+    for (i, log) in logs.iter().enumerate() {
+        let cmdline = log
+            .lines()
+            .find(|l| l.contains("Command line:"))
+            .unwrap_or_else(|| panic!("boot {}: no kernel command line on the console", i + 1));
+        assert_eq!(
+            cmdline.contains("ignition.firstboot"),
+            i == 0,
+            "boot {}: {cmdline}",
+            i + 1
+        );
+    }
 
     // v1 → upgrade → v2 booted, v1 kept as rollback.
     let s = status_in(&logs, "AB-BOOT release=2 phase=to-v2");

@@ -277,13 +277,10 @@ fn preflight(opts: &Options, scratch: &Path) -> Result<disk::Plan> {
         keyring: opts.gpg_keyring.clone(),
         extra_kargs: opts.kargs.clone(),
         source_date_epoch: None,
-        // The config is on the disk: Ignition's platform is bare metal
-        // (no provider to ask), unless the definition names another.
+        // The config, if any, is on the disk: Ignition's platform is bare
+        // metal (no provider to ask), whatever the definition says for images.
         firstboot: disk::FirstBoot {
-            platform: def
-                .ignition_platform
-                .clone()
-                .unwrap_or_else(|| "metal".into()),
+            platform: "metal".into(),
             config,
         },
         remote,

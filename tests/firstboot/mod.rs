@@ -169,6 +169,12 @@ impl Guest {
         loop {
             let text = self.console();
             if text.contains("KEELSON-VMTEST-STAYING-UP") {
+                // For docs/performance.md: first boot (Ignition) vs reboot.
+                eprintln!(
+                    "{}: node up (test fixture done) after {:.0} s",
+                    self.log.display(),
+                    start.elapsed().as_secs_f64()
+                );
                 return text;
             }
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -244,6 +250,24 @@ impl Drop for Guest {
     }
 }
 
+/// The fixture's identity line: `hostname` and user `core` from the
+/// config; `firstboot` whether this boot ran Ignition.
+pub fn assert_identity(console: &str, what: &str, hostname: &str, firstboot: bool) {
+    let want = format!(
+        "KEELSON-IDENTITY hostname={hostname} core=core:/home/core firstboot={}",
+        u8::from(firstboot)
+    );
+    assert!(
+        console.contains(&want),
+        "{what}: want {want:?}, got:\n{}",
+        console
+            .lines()
+            .filter(|l| l.contains("KEELSON-IDENTITY"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 pub fn tail(text: &str, n: usize) -> String {
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -288,18 +312,15 @@ pub fn assert_commit_has_no_secrets(repo: &Path, reference: &str) {
     );
 }
 
-/// Loop-mounted partitions of a raw image, read-only; detached on drop.
-struct Mounted {
-    loopdev: String,
-    points: Vec<PathBuf>,
-}
+/// Partitions of a raw image mounted read-only (through offset loop
+/// mounts: no partition devices to wait for); unmounted on drop.
+struct Mounted(Vec<PathBuf>);
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        for p in self.points.iter().rev() {
+        for p in self.0.iter().rev() {
             let _ = Command::new("umount").arg(p).status();
         }
-        let _ = Command::new("losetup").args(["-d", &self.loopdev]).status();
     }
 }
 
@@ -307,23 +328,29 @@ impl Drop for Mounted {
 /// and 3 of the default layout), and /boot holds the first-boot flag for
 /// the qemu platform but no config.
 pub fn assert_image_has_no_secrets(raw: &Path, mnt: &Path) {
-    let loopdev = run(Command::new("losetup")
-        .args(["--find", "--show", "--read-only", "--partscan"])
-        .arg(raw))
-    .trim()
-    .to_string();
-    let mut m = Mounted {
-        loopdev: loopdev.clone(),
-        points: vec![],
-    };
+    let table: serde_json::Value =
+        serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(raw))).unwrap();
+    let parts = &table["partitiontable"]["partitions"];
+    let mut m = Mounted(vec![]);
     let (root, boot) = (mnt.join("root"), mnt.join("boot"));
-    for (part, at) in [("p4", &root), ("p3", &boot)] {
+    for (i, at) in [(3, &root), (2, &boot)] {
+        let (start, size) = (
+            parts[i]["start"].as_u64().unwrap(),
+            parts[i]["size"].as_u64().unwrap(),
+        );
         std::fs::create_dir_all(at).unwrap();
         run(Command::new("mount")
-            .args(["-o", "ro,noload"])
-            .arg(format!("{loopdev}{part}"))
+            .args([
+                "-o",
+                &format!(
+                    "ro,noload,loop,offset={},sizelimit={}",
+                    start * 512,
+                    size * 512
+                ),
+            ])
+            .arg(raw)
             .arg(at));
-        m.points.push(at.clone());
+        m.0.push(at.clone());
     }
     let found = run(Command::new("find").arg(&root).arg(&boot).args([
         "(",
