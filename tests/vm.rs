@@ -333,7 +333,15 @@ fn in_guest_checks_passed(text: &str, firmware: &str) {
 /// The first boot applied the fw_cfg config (and the part it merges over
 /// HTTP): checked over a real ssh connection as the user it created.
 fn provisioned_at_first_boot(guest: &firstboot::Guest, key: &Path) {
-    firstboot::assert_identity(&guest.console(), "first boot", firstboot::HOSTNAME, true);
+    let console = guest.console();
+    firstboot::assert_identity(&console, "first boot", firstboot::HOSTNAME, true);
+    // The config merges a part over HTTP: the initramfs brought DHCP up
+    // (and took its DNS server) for Ignition's fetch stage.
+    assert!(
+        console.contains("keelson-ignition-network: up; DNS servers: 10.0.2.3"),
+        "no network for Ignition's fetch stage:\n{}",
+        firstboot::tail(&console, 40)
+    );
     assert_eq!(guest.ssh_ok(key, "hostname").trim(), firstboot::HOSTNAME);
     guest.ssh_ok(key, "sudo -n true");
     let status = guest.ssh_ok(key, "keelson status");

@@ -21,7 +21,7 @@
 # Ignition's errors on the console and the boot stops there.
 # Debian's own 30ignition module is not used: it depends on dracut's
 # network modules (package dracut-network, dhclient); this one brings up
-# systemd-networkd only when a config needs it.
+# systemd-networkd (45keelson-networkd) only when a config needs it.
 
 ign=/usr/lib/dracut/modules.d/30ignition
 
@@ -32,7 +32,8 @@ check() {
 }
 
 depends() {
-    echo systemd systemd-udevd
+    # keelson-networkd: started by keelson-ignition-network only when needed.
+    echo systemd systemd-udevd keelson-networkd
 }
 
 installkernel() {
@@ -52,7 +53,7 @@ ign_unit() {
 install() {
     # What Ignition runs (users, groups, filesystems) and keelson's helpers.
     inst_multiple basename lsblk useradd usermod groupadd chpasswd modprobe \
-        mount umount mountpoint cp mkdir rm chmod sed tr cut tail sleep cat grep \
+        mount umount mountpoint cp mkdir rm chmod sed tr cut tail sleep cat grep sort \
         systemctl systemd-tmpfiles journalctl
     inst_multiple -o userdel groupdel mkfs.ext4 mkfs.fat mkfs.xfs mkswap wipefs sgdisk
     inst_simple "$ign/ignition" /usr/bin/ignition
@@ -83,15 +84,4 @@ install() {
     mkdir -p "$initdir$systemdsystemunitdir/emergency.target.wants"
     ln_r "$systemdsystemunitdir/keelson-ignition-failed.service" \
         "$systemdsystemunitdir/emergency.target.wants/keelson-ignition-failed.service"
-    # systemd-networkd (started by keelson-ignition-network only when needed).
-    inst_multiple /usr/lib/systemd/systemd-networkd /usr/lib/systemd/systemd-networkd-wait-online
-    inst_multiple "$systemdsystemunitdir/systemd-networkd.service" \
-        "$systemdsystemunitdir/systemd-networkd.socket" \
-        "$systemdsystemunitdir/network.target" \
-        "$systemdsystemunitdir/network-online.target" \
-        "$systemdsystemunitdir/network-pre.target"
-    inst_simple "$moddir/90-keelson-ignition.network" /etc/systemd/network/90-keelson-ignition.network
-    grep -E '^systemd-network:' /etc/passwd >> "$initdir/etc/passwd"
-    grep -E '^systemd-network:' /etc/group >> "$initdir/etc/group"
-    inst_multiple -o /etc/ssl/certs/ca-certificates.crt
 }

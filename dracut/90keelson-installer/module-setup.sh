@@ -10,7 +10,8 @@ check() {
 }
 
 depends() {
-    echo systemd systemd-udevd
+    # systemd-networkd with DHCP on every Ethernet link.
+    echo systemd systemd-udevd keelson-networkd
 }
 
 installkernel() {
@@ -29,19 +30,6 @@ install() {
     inst_multiple -o gpg gpgv gpgconf gpg-agent gpgsm dirmngr
     # Ignition configs given to the installer are validated before the disk.
     inst_multiple -o ignition-validate
-    inst_multiple -o /etc/ssl/certs/ca-certificates.crt
-    # systemd-networkd with DHCP on every Ethernet link.
-    inst_multiple /usr/lib/systemd/systemd-networkd /usr/lib/systemd/systemd-networkd-wait-online
-    inst_multiple "$systemdsystemunitdir/systemd-networkd.service" \
-        "$systemdsystemunitdir/systemd-networkd.socket" \
-        "$systemdsystemunitdir/systemd-networkd-wait-online.service" \
-        "$systemdsystemunitdir/network.target" \
-        "$systemdsystemunitdir/network-online.target" \
-        "$systemdsystemunitdir/network-pre.target"
-    inst_simple "$moddir/90-keelson-installer.network" /etc/systemd/network/90-keelson-installer.network
-    # networkd runs as its own user.
-    grep -E '^systemd-network:' /etc/passwd >> "$initdir/etc/passwd"
-    grep -E '^systemd-network:' /etc/group >> "$initdir/etc/group"
     inst_simple "$moddir/keelson-installer.service" "$systemdsystemunitdir/keelson-installer.service"
     inst_simple "$moddir/keelson-installer.target" "$systemdsystemunitdir/keelson-installer.target"
 }

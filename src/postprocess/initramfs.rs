@@ -43,11 +43,6 @@ const MODULE_FILES: &[(&str, &str, u32)] = &[
         0o755,
     ),
     (
-        "usr/lib/dracut/modules.d/40keelson-ignition/90-keelson-ignition.network",
-        include_str!("../../dracut/40keelson-ignition/90-keelson-ignition.network"),
-        0o644,
-    ),
-    (
         "usr/lib/dracut/modules.d/40keelson-ignition/keelson-ignition-var.service",
         include_str!("../../dracut/40keelson-ignition/keelson-ignition-var.service"),
         0o644,
@@ -94,8 +89,24 @@ const MODULE_FILES: &[(&str, &str, u32)] = &[
     ),
 ];
 
+/// systemd-networkd for the initramfs (repo `dracut/45keelson-networkd/`):
+/// used by 40keelson-ignition and by the network installer (`keelson pxe`).
+pub const NETWORKD_MODULE: &[(&str, &str, u32)] = &[
+    (
+        "usr/lib/dracut/modules.d/45keelson-networkd/module-setup.sh",
+        include_str!("../../dracut/45keelson-networkd/module-setup.sh"),
+        0o755,
+    ),
+    (
+        "usr/lib/dracut/modules.d/45keelson-networkd/90-keelson-dhcp.network",
+        include_str!("../../dracut/45keelson-networkd/90-keelson-dhcp.network"),
+        0o644,
+    ),
+];
+
 pub fn install_module(ctx: &Ctx) -> Result<()> {
-    write_embedded(ctx.tree, MODULE_FILES)
+    write_embedded(ctx.tree, MODULE_FILES)?;
+    write_embedded(ctx.tree, NETWORKD_MODULE)
 }
 
 /// Write files embedded in the binary (path inside the tree, text, mode)

@@ -49,6 +49,9 @@ pub const EMBEDDED_CONFIG: &str = "ignition/config.ign";
 pub const FIRSTBOOT_FLAG: &str = "ignition.firstboot";
 /// Largest config accepted (Ignition reads it into memory in the initramfs).
 const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+/// How long fetching a config may take, all told (the installer must not
+/// hang on a server that stopped answering).
+const FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 const SSH_KEY_TEMPLATE: &str = include_str!("templates/ssh-key.ign.tera");
 const FIRSTBOOT_TEMPLATE: &str = include_str!("templates/ignition.firstboot.tera");
@@ -129,7 +132,12 @@ pub fn check_url(url: &str) -> Result<()> {
 /// and validate it.
 pub fn fetch(url: &str) -> Result<Vec<u8>> {
     check_url(url)?;
-    let mut resp = ureq::get(url)
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(FETCH_TIMEOUT))
+        .build()
+        .into();
+    let mut resp = agent
+        .get(url)
         .call()
         .with_context(|| format!("fetching the Ignition config from {url}"))?;
     let mut bytes = Vec::new();

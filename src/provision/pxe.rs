@@ -39,11 +39,6 @@ const MODULE: &[(&str, &str, u32)] = &[
         include_str!("../../dracut/90keelson-installer/keelson-installer.target"),
         0o644,
     ),
-    (
-        "usr/lib/dracut/modules.d/90keelson-installer/90-keelson-installer.network",
-        include_str!("../../dracut/90keelson-installer/90-keelson-installer.network"),
-        0o644,
-    ),
 ];
 
 /// The installer's own kernel arguments when none are given: console on
@@ -304,6 +299,12 @@ fn installer_initramfs(
     fs::rename(tree.join("usr/etc"), &etc).context("the tree has no /usr/etc")?;
     let confined = crate::util::tree::Tree::open(&tree)?;
     crate::postprocess::initramfs::write_embedded(&confined, MODULE)?;
+    // The network it needs (commits composed before this module existed
+    // do not carry it).
+    crate::postprocess::initramfs::write_embedded(
+        &confined,
+        crate::postprocess::initramfs::NETWORKD_MODULE,
+    )?;
     if let Some(k) = &o.gpg_keyring {
         let dst = tree.join(KEYRING_IN_INITRD.trim_start_matches('/'));
         fs::create_dir_all(dst.parent().expect("has parent"))?;
