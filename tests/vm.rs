@@ -340,7 +340,7 @@ fn provisioned_at_first_boot(guest: &firstboot::Guest, key: &Path) {
     assert!(
         console.contains("keelson-ignition-network: up; DNS servers: 10.0.2.3"),
         "no network for Ignition's fetch stage:\n{}",
-        firstboot::tail(&console, 40)
+        keelson::util::cmd::tail(&console, 40)
     );
     assert_eq!(guest.ssh_ok(key, "hostname").trim(), firstboot::HOSTNAME);
     guest.ssh_ok(key, "sudo -n true");
@@ -414,7 +414,7 @@ fn broken_config_stops_the_boot(image: &Path, broken: &Path, d: &Path) {
         text.contains("keelson: the first boot stopped in the initramfs; failed: ignition-fetch-offline.service")
             && text.contains("unexpected end of JSON input"),
         "Ignition's error is not on the console:\n{}",
-        firstboot::tail(&text, 40)
+        keelson::util::cmd::tail(&text, 40)
     );
     assert!(
         !text.contains("Reached target multi-user"),

@@ -112,11 +112,13 @@ pub fn read(ctx: &super::context::NodeCtx) -> Result<Status> {
         .map(|e| e.state())
         .unwrap_or(super::bootcount::State::Normal);
     let st = ctx.load_state().unwrap_or_default();
-    let (kubelet, kubelet_error) = match node_resources(ctx) {
-        Ok(n) => (Some(n), None),
+    let cfg = ctx.load_config();
+    let (kubelet, kubelet_error) = match cfg.as_ref().map(|c| node_resources(ctx, c)) {
+        Ok(Ok(n)) => (Some(n), None),
+        Ok(Err(e)) => (None, Some(format!("{e:#}"))),
         Err(e) => (None, Some(format!("{e:#}"))),
     };
-    let updates = ctx.load_config().ok().map(|c| c.updates);
+    let updates = cfg.ok().map(|c| c.updates);
     Ok(Status {
         updates,
         sysroot: path.display().to_string(),
@@ -135,8 +137,10 @@ pub fn read(ctx: &super::context::NodeCtx) -> Result<Status> {
 }
 
 /// This machine's kubelet resources under the node configuration.
-fn node_resources(ctx: &super::context::NodeCtx) -> Result<super::kubelet::NodeResources> {
-    let cfg = ctx.load_config()?;
+fn node_resources(
+    ctx: &super::context::NodeCtx,
+    cfg: &super::config::Config,
+) -> Result<super::kubelet::NodeResources> {
     let cap = super::kubelet::machine_capacity(&ctx.kubelet_dir, cfg.kubelet.max_pods)?;
     super::kubelet::node_resources(&cfg.kubelet, &cap)
 }

@@ -195,14 +195,16 @@ pub fn boot_configs(o: &Options, cmdline: &str) -> Result<Vec<(&'static str, Str
 }
 
 fn validate(o: &Options) -> Result<()> {
-    for (flag, u) in [("--url", o.url.as_ref()), ("--pxe-url", o.pxe_url.as_ref())] {
-        if let Some(u) = u
-            && (!(u.starts_with("http://") || u.starts_with("https://"))
-                || u.contains(char::is_whitespace))
-        {
-            bail!(
-                "{flag} {u:?}: an http:// or https:// URL (the installer fetches over the network)"
-            );
+    // The installer fetches all of them over the network.
+    for (flag, u) in [
+        ("--url", o.url.as_ref()),
+        ("--pxe-url", o.pxe_url.as_ref()),
+        ("--ignition-url", o.ignition_url.as_ref()),
+    ] {
+        if let Some(u) = u {
+            super::ignition::check_url(u).map_err(|e| {
+                anyhow::anyhow!("{flag} {e} (the installer fetches over the network)")
+            })?;
         }
     }
     if !o.device.starts_with("/dev/") || o.device.contains(char::is_whitespace) {
@@ -212,10 +214,6 @@ fn validate(o: &Options) -> Result<()> {
         && !k.is_file()
     {
         bail!("--gpg-keyring {}: no such file", k.display());
-    }
-    if let Some(u) = &o.ignition_url {
-        // Fetched (and validated) by the installer, before the disk.
-        super::ignition::check_url(u).map_err(|e| anyhow::anyhow!("--ignition-url {e}"))?;
     }
     Ok(())
 }

@@ -8,6 +8,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use crate::common::run;
+use keelson::util::cmd::tail;
 
 /// The hostname the fw_cfg config gives the node.
 pub const HOSTNAME: &str = "keelson-ign-test";
@@ -266,11 +267,6 @@ pub fn assert_identity(console: &str, what: &str, hostname: &str, firstboot: boo
             .collect::<Vec<_>>()
             .join("\n")
     );
-}
-
-pub fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// The shadow file's password fields are all locked or disabled.
