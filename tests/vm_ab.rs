@@ -6,9 +6,12 @@
 //!
 //! The scenario runs inside the guest (tests/fixtures/ab/step.sh, fetched
 //! from the host's HTTP server on every boot); the host relaunches QEMU on
-//! the same disk after every guest reboot (-no-reboot) and switches the
-//! served repo from v2 to v3 at the right moment. v2 and v3 are v1's tree
-//! plus a few files, committed with `ostree commit --tree=ref= --tree=dir=`.
+//! the same disk after every guest reboot (-no-reboot) and publishes v3 at
+//! the right moment. v2 and v3 are v1's tree plus a few files, committed
+//! with `ostree commit --tree=ref= --tree=dir=`; every version reaches the
+//! node through `keelson publish` (signed commit and summary, static
+//! deltas), served by the tests' logging HTTP server: the v1 → v2 upgrade
+//! must come through the delta, with no content object fetched one by one.
 //!
 //! The tree carries a kubelet test double (tests/fixtures/kubelet-double.sh,
 //! NOT a kubelet: it only serves /healthz), packaged as `kubelet` in a local
@@ -17,8 +20,9 @@
 //! shipped kubelet.service replaces the package's unit and runs it, and the
 //! health check's kubelet probe is exercised.
 //!
-//! Every update is GPG-signed and the image's remote verifies signatures;
-//! at the end an unsigned commit is published and the node must refuse it.
+//! Every update is GPG-signed and the image's remote verifies signatures
+//! (commits and summary); at the end an unsigned commit is published
+//! unsigned and the node must refuse it.
 //!
 //! Needs root, the Debian mirror, QEMU, OVMF, gpg and python3 (HTTP server).
 
@@ -26,7 +30,7 @@ use std::path::Path;
 use std::process::Command;
 
 mod common;
-use common::{HttpServer, cache, free_port, manifest, run};
+use common::{Hit, LoggingServer, cache, free_port, manifest, run};
 
 fn keelson() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keelson"));
@@ -57,6 +61,21 @@ fn derive(
         .arg(format!("--subject={reference} {version}")))
     .trim()
     .to_string()
+}
+
+/// `keelson publish` of `commit` on `reference` into `www`, signed with `gpg`.
+fn publish(repo: &Path, reference: &str, commit: &str, www: &Path, gpg: Option<(&str, &Path)>) {
+    let mut cmd = keelson();
+    cmd.arg("publish")
+        .arg("--from")
+        .arg(repo)
+        .arg("--to")
+        .arg(www)
+        .args(["--ref", reference, "--commit", commit.trim()]);
+    if let Some((key, home)) = gpg {
+        cmd.args(["--gpg-sign", key, "--gpg-homedir"]).arg(home);
+    }
+    run(&mut cmd);
 }
 
 /// The JSON printed after `AB-STATUS-JSON` in the boot whose marker is `boot`.
@@ -136,22 +155,21 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
     let v1 = run(Command::new("ostree")
         .arg(format!("--repo={}", repo.display()))
         .args(["rev-parse", &reference]));
-    let v2 = derive(&repo, &reference, &o2, "12.1", gpg);
+    // The update stream: `keelson publish` into the directory the node's
+    // remote points at (http://10.0.2.2:PORT/repo is www/repo), signed,
+    // with static deltas. v3 is published only after the rollback boot.
     let www = d.path().join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(&repo)
-        .arg(www.join("repo-v2")));
+    publish(&repo, &reference, v1.trim(), &www, gpg);
+    let v2 = derive(&repo, &reference, &o2, "12.1", gpg);
+    publish(&repo, &reference, &v2, &www, gpg);
     let v3 = derive(&repo, &reference, &o3, "12.2", gpg);
-    std::os::unix::fs::symlink(www.join("repo-v2"), www.join("repo")).unwrap();
     std::fs::copy(
         manifest().join("tests/fixtures/ab/step.sh"),
         www.join("step.sh"),
     )
     .unwrap();
-    let _server = HttpServer::start(&www, port);
-
+    let server = LoggingServer::start_on(&www, &format!("127.0.0.1:{port}"));
+    let mut hits: Vec<Vec<Hit>> = Vec::new();
     let mut logs: Vec<String> = Vec::new();
     for boot in 1..=12 {
         let log = d.path().join(format!("boot-{boot}.log"));
@@ -163,14 +181,15 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
             .arg(&log));
         let text = String::from_utf8_lossy(&std::fs::read(&log).unwrap()).into_owned();
         let done = text.contains("KEELSON-AB-DONE");
+        hits.push(server.take());
         if text.contains("AB-BOOT release=1 phase=rollback") {
             // From now on the update server offers the broken v3.
-            std::fs::remove_file(www.join("repo")).unwrap();
-            std::os::unix::fs::symlink(&repo, www.join("repo")).unwrap();
+            publish(&repo, &reference, &v3, &www, gpg);
         }
         if text.contains("AB-STAGED-THEN-POWER-CUT") {
-            // Publish an unsigned commit: the node must refuse it.
-            derive(&repo, &reference, &o2, "12.3", None);
+            // Publish an unsigned commit (and summary): the node must refuse it.
+            let unsigned = derive(&repo, &reference, &o2, "12.3", None);
+            publish(&repo, &reference, &unsigned, &www, None);
         }
         logs.push(text);
         if done {
@@ -267,8 +286,37 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
         .find(|l| l.contains("AB-UNSIGNED"))
         .unwrap_or_else(|| panic!("{ctx}"));
     assert!(
-        unsigned.contains("GPG") && unsigned.contains("signature"),
+        unsigned.contains("GPG")
+            && (unsigned.contains("signature") || unsigned.contains("summary.sig")),
         "{unsigned}"
+    );
+
+    // The upgrade v1 → v2 (first boot) went through the static delta: its
+    // superblock and part were served, and the commit's content objects were
+    // not fetched one by one again (libostree 2022.7's double download).
+    let first: &[Hit] = &hits[0];
+    let summary_of = |h: &[Hit]| {
+        h.iter()
+            .map(|x| format!("{} {} {}", x.status, x.bytes, x.path))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let delta_bytes: u64 = first
+        .iter()
+        .filter(|h| h.path.starts_with("/repo/deltas/") && h.status == 200)
+        .map(|h| h.bytes)
+        .sum();
+    assert!(
+        first.iter().any(|h| h.path.ends_with("/superblock") && h.status == 200) && delta_bytes > 0,
+        "no static delta fetched for v1 → v2:\n{}",
+        summary_of(first)
+    );
+    let filez = first.iter().filter(|h| h.path.ends_with(".filez")).count();
+    assert_eq!(filez, 0, "content objects fetched besides the delta:\n{}", summary_of(first));
+    let total: u64 = first.iter().map(|h| h.bytes).sum();
+    eprintln!(
+        "v1 → v2 upgrade: {} requests, {total} bytes, {delta_bytes} of them the delta",
+        first.len()
     );
 
     // The tree carries the kubelet test double: the shipped kubelet.service

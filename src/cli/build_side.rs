@@ -183,3 +183,42 @@ pub fn commit(a: &crate::commit::DirOptions) -> Result<()> {
     println!("{}", crate::commit::commit_dir(a)?);
     Ok(())
 }
+
+#[derive(clap::Args)]
+pub struct PublishArgs {
+    #[command(flatten)]
+    pub opts: crate::publish::Options,
+    /// Print the outcome as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn publish(a: &PublishArgs) -> Result<()> {
+    let out = crate::publish::run(&a.opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else if out.already_published {
+        println!("{} {}: already published (generation {})", out.ref_, out.commit, out.generation);
+    } else {
+        println!(
+            "Published {} {} ({}) as generation {}: {} delta(s), {} commit(s) kept",
+            out.ref_,
+            out.commit,
+            out.version.as_deref().unwrap_or("no version"),
+            out.generation,
+            out.deltas.len(),
+            out.kept.len()
+        );
+    }
+    Ok(())
+}
+
+pub fn diff(a: &crate::diff::Options) -> Result<()> {
+    let notes = crate::diff::run(a)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&notes)?);
+    } else {
+        print!("{}", crate::diff::render(&notes));
+    }
+    Ok(())
+}

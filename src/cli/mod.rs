@@ -60,6 +60,13 @@ pub enum Command {
     /// Render a kickstart file (anaconda `ostreesetup`) that installs a ref
     /// from a URL, with the image definition's disk layout.
     Kickstart(build_side::KickstartArgs),
+    /// Publish a commit as an update stream served over plain HTTP/CDN:
+    /// signed commit, static deltas, signed summary, one atomic switch,
+    /// retention.
+    Publish(build_side::PublishArgs),
+    /// Release notes between two commits: packages and files under
+    /// /usr/etc and /usr/lib/systemd.
+    Diff(crate::diff::Options),
     /// Commit an already ostree-shaped directory (the commit step of
     /// compose on its own; what bench/commit.sh times against `ostree commit`).
     Commit(crate::commit::DirOptions),
@@ -78,6 +85,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Pxe(a) => b::pxe(&a),
         Command::Kickstart(a) => b::kickstart(&a),
         Command::Commit(a) => b::commit(&a),
+        Command::Publish(a) => b::publish(&a),
+        Command::Diff(a) => b::diff(&a),
         Command::Status(a) => n::status(&a),
         Command::Upgrade(a) => n::upgrade(&a),
         Command::Deploy(a) => n::deploy(&a),

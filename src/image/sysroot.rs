@@ -31,13 +31,35 @@ pub fn remote_add(
         .arg(format!("--repo={}", repo.display()))
         .args(["remote", "add", "--force"]);
     add = match gpg_keyring {
+        // The summary too: a node must not follow refs nobody signed.
         Some(k) => add
             .arg("--set=gpg-verify=true")
+            .arg("--set=gpg-verify-summary=true")
             .arg(format!("--gpg-import={}", k.display())),
         None => add.arg("--no-gpg-verify"),
     };
     add.args([name, url]).args(branch).run()?;
     Ok(())
+}
+
+/// Pull `commit` into the new (bare) repo. By checksum with no local ref,
+/// so libostree 2022.7 takes the remote's from-empty static delta if it has
+/// one; metadata first, or 2022.7 fetches every object again after the
+/// delta (ostreedev/ostree#2053).
+fn pull_remote(repo: &str, remote: &str, commit: &str, url: &str) -> Result<String> {
+    let ctx = || format!("pulling {commit} from {url}");
+    Cmd::new("ostree")
+        .args([repo, "pull", "--commit-metadata-only", remote, commit])
+        .run()
+        .with_context(ctx)?;
+    let out = Cmd::new("ostree")
+        .args([repo, "pull", remote, commit])
+        .run()
+        .with_context(ctx)?;
+    // ostree's last line: "N delta parts, M loose fetched; X KiB transferred in S seconds".
+    let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    tracing::info!("pulled {commit} from {url}: {last}");
+    Ok(out)
 }
 
 /// init-fs, os-init, the update remote, the commit pulled with the origin
@@ -75,10 +97,7 @@ pub fn stage(root: &Path, plan: &super::disk::Plan, grub_mkconfig: &Path) -> Res
             .arg(commit)
             .run()
             .context("pulling the commit into the image")?,
-        super::disk::Source::Remote => Cmd::new("ostree")
-            .args([&repo, "pull", remote, commit])
-            .run()
-            .with_context(|| format!("pulling {commit} from {}", plan.pull_url))?,
+        super::disk::Source::Remote => pull_remote(&repo, remote, commit, &plan.pull_url)?,
     };
     let origin = format!("{remote}:{}", plan.ref_);
     Cmd::new("ostree")

@@ -12,6 +12,7 @@ use ostree::gio;
 use ostree::glib;
 
 use super::bootcount;
+use super::fetch;
 use super::grubenv::GrubEnv;
 
 /// Pure: the deployment order that boots `order[target]` by default,
@@ -131,8 +132,9 @@ pub struct Available {
     pub blocked: Option<String>,
 }
 
-/// Pull the booted deployment's ref (only the commit object with
-/// `commit_only`) and say what it points at.
+/// Fetch the booted deployment's ref: its commit object first; unless
+/// `commit_only`, or the commit is the booted one or blocked, the whole
+/// commit (through a static delta where the remote has one, see `fetch`).
 pub fn check(ctx: &super::context::NodeCtx, node: &Node, commit_only: bool) -> Result<Available> {
     let booted = node
         .sysroot
@@ -144,25 +146,22 @@ pub fn check(ctx: &super::context::NodeCtx, node: &Node, commit_only: bool) -> R
         None => bail!("origin {refspec:?} names no remote; cannot pull updates"),
     };
     let repo = node.sysroot.repo();
-    let flags = if commit_only {
-        ostree::RepoPullFlags::COMMIT_ONLY
-    } else {
-        ostree::RepoPullFlags::NONE
-    };
-    pull(&repo, &remote, &branch, flags)?;
-    let rev = repo
-        .resolve_rev(&refspec, false)?
-        .with_context(|| format!("{refspec}: not found after pull"))?
-        .to_string();
+    let rev = fetch::pull_commit(&repo, &remote, &branch)?;
     let (version, _) = commit_info(&repo, &rev)?;
-    let st = ctx.load_state()?;
-    Ok(Available {
+    let mut st = ctx.load_state()?;
+    let a = Available {
         current: rev == booted.csum().as_str(),
         blocked: st.is_blocked(&rev).map(|b| b.reason.clone()),
         refspec,
         commit: rev,
         version,
-    })
+    };
+    if !commit_only && !a.current && a.blocked.is_none() {
+        let got = fetch::pull_update(&repo, &remote, &branch, Some(booted.csum().as_str()))?;
+        st.last_fetch = Some(got);
+        ctx.save_state(&st)?;
+    }
+    Ok(a)
 }
 
 /// Stage `rev` (already in the repo) with the booted deployment's kernel
@@ -206,11 +205,13 @@ pub fn resolve_target(node: &Node, target: &str) -> Result<String> {
             .load_variant(ostree::ObjectType::Commit, target)
             .is_err()
         {
+            // Metadata first: the 2022.7 workaround (see `fetch`).
+            pull(&repo, remote, target, ostree::RepoPullFlags::COMMIT_ONLY)?;
             pull(&repo, remote, target, ostree::RepoPullFlags::NONE)?;
         }
         return Ok(target.to_string());
     }
-    pull(&repo, remote, branch, ostree::RepoPullFlags::NONE)?;
+    fetch::pull_update(&repo, remote, branch, Some(booted.csum().as_str()))?;
     let mut rev = repo.resolve_rev(&refspec, false)?.map(|r| r.to_string());
     while let Some(r) = rev {
         let Ok(v) = repo.load_variant(ostree::ObjectType::Commit, &r) else {

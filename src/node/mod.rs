@@ -7,6 +7,7 @@ pub mod commands;
 pub mod config;
 pub mod context;
 pub mod deploy;
+pub mod fetch;
 pub mod grubenv;
 pub mod health;
 pub mod health_flow;

@@ -31,6 +31,9 @@ pub struct State {
     pub last_health: Option<Health>,
     #[serde(default)]
     pub blocked: Vec<Blocked>,
+    /// What the last update pull downloaded (bytes, objects, delta parts).
+    #[serde(default)]
+    pub last_fetch: Option<super::fetch::Fetched>,
 }
 
 impl State {

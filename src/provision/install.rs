@@ -124,7 +124,11 @@ pub fn from_cmdline(cmdline: &str) -> Result<Options> {
 /// A clearer message for the common ways `ostree pull` fails.
 pub fn explain_pull_error(url: &str, ref_: &str, stderr: &str) -> String {
     let s = stderr.to_ascii_lowercase();
-    if s.contains("404") && s.contains("/config") {
+    if s.contains("gpg") && s.contains("summary") {
+        format!(
+            "--ref {ref_} at {url}: signature verification failed: the repository's summary is not signed by a key in --gpg-keyring (publish it with `keelson publish --gpg-sign`)"
+        )
+    } else if s.contains("404") && s.contains("/config") {
         format!("--url {url}: not an ostree repository (no /config)")
     } else if s.contains("404") {
         // ostree says only "HTTP 404": the ref is missing, or the URL is

@@ -194,3 +194,105 @@ impl Drop for HttpServer {
         let _ = self.0.wait();
     }
 }
+
+/// One request the logging server answered.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub path: String,
+    pub status: u16,
+    pub bytes: u64,
+}
+
+/// A static-file HTTP/1.1 server on 127.0.0.1 (a real server for libcurl:
+/// GET/HEAD, Content-Length, one request per connection) that logs every
+/// request with its status and body bytes, so tests can count what a
+/// client downloaded. Symlinks are followed, as web servers do.
+pub struct LoggingServer {
+    pub port: u16,
+    log: std::sync::Arc<std::sync::Mutex<Vec<Hit>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LoggingServer {
+    pub fn start(dir: &Path) -> LoggingServer {
+        Self::start_on(dir, "127.0.0.1:0")
+    }
+
+    pub fn start_on(dir: &Path, addr: &str) -> LoggingServer {
+        use std::sync::{Arc, Mutex, atomic::AtomicBool};
+        let listener = std::net::TcpListener::bind(addr).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (root, l, s) = (dir.to_path_buf(), log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let (root, l) = (root.clone(), l.clone());
+                std::thread::spawn(move || serve_one(conn, &root, &l));
+            }
+        });
+        LoggingServer { port, log, stop }
+    }
+
+    /// The requests so far; `take` empties the log.
+    pub fn take(&self) -> Vec<Hit> {
+        std::mem::take(&mut *self.log.lock().unwrap())
+    }
+}
+
+impl Drop for LoggingServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+fn serve_one(mut conn: std::net::TcpStream, root: &Path, log: &std::sync::Mutex<Vec<Hit>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    // Headers until the blank line.
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+    }
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    let path = target.split('?').next().unwrap_or("/").to_string();
+    let file = root.join(path.trim_start_matches('/'));
+    let safe = !path.split('/').any(|c| c == "..");
+    let body = if safe && file.is_file() {
+        std::fs::read(&file).ok()
+    } else {
+        None
+    };
+    let (status, body) = match body {
+        Some(b) => (200u16, b),
+        None => (404, b"not found\n".to_vec()),
+    };
+    let reason = if status == 200 { "OK" } else { "Not Found" };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let sent = if method == "HEAD" { 0 } else { body.len() as u64 };
+    let _ = conn.write_all(head.as_bytes());
+    if method != "HEAD" {
+        let _ = conn.write_all(&body);
+    }
+    let _ = conn.flush();
+    log.lock().unwrap().push(Hit {
+        path,
+        status,
+        bytes: sent,
+    });
+}
