@@ -92,7 +92,11 @@ pub fn commit_packages(repo: &ostree::Repo, commit: &str) -> Result<(Vec<String>
         .load_variant(ostree::ObjectType::Commit, commit)
         .with_context(|| format!("loading commit {commit}"))?;
     let meta = glib::VariantDict::new(Some(&v.child_value(0)));
-    let pkgs = meta.lookup::<Vec<String>>(PACKAGES).ok().flatten().unwrap_or_default();
+    let pkgs = meta
+        .lookup::<Vec<String>>(PACKAGES)
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     let version = meta.lookup::<String>("version").ok().flatten();
     Ok((pkgs, version))
 }
@@ -148,7 +152,11 @@ pub fn run(o: &Options) -> Result<Notes> {
 
 /// Human-readable release notes.
 pub fn render(n: &Notes) -> String {
-    let v = |s: &Side| s.version.clone().unwrap_or_else(|| s.commit[..12].to_string());
+    let v = |s: &Side| {
+        s.version
+            .clone()
+            .unwrap_or_else(|| s.commit[..12].to_string())
+    };
     let mut out = format!("{} → {}\n", v(&n.old), v(&n.new));
     let p = &n.packages;
     if p.added.is_empty() && p.removed.is_empty() && p.changed.is_empty() {

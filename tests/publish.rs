@@ -27,7 +27,9 @@ fn ostree(repo: &Path) -> Command {
 
 /// Deterministic pseudo-random bytes (incompressible, like binaries).
 fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
             x ^= x << 13;
@@ -96,7 +98,15 @@ fn publish(s: &Setup, commit: &str, extra: &[&str]) -> std::process::Output {
         .arg(&s.build)
         .arg("--to")
         .arg(&s.publish)
-        .args(["--ref", REF, "--commit", commit, "--gpg-sign", &s.key, "--gpg-homedir"])
+        .args([
+            "--ref",
+            REF,
+            "--commit",
+            commit,
+            "--gpg-sign",
+            &s.key,
+            "--gpg-homedir",
+        ])
         .arg(&s.home)
         .args(extra)
         .output()
@@ -115,10 +125,19 @@ fn publish_ok(s: &Setup, commit: &str, extra: &[&str]) {
 /// A client repo configured like a node's remote (signatures on commits
 /// and on the summary).
 fn client(dir: &Path, url: &str, pubkey: &Path) -> ostree::Repo {
-    let mode = if rustix::process::geteuid().is_root() { "bare" } else { "bare-user" };
+    let mode = if rustix::process::geteuid().is_root() {
+        "bare"
+    } else {
+        "bare-user"
+    };
     run(ostree(dir).args(["init", &format!("--mode={mode}")]));
     run(ostree(dir)
-        .args(["remote", "add", "--set=gpg-verify=true", "--set=gpg-verify-summary=true"])
+        .args([
+            "remote",
+            "add",
+            "--set=gpg-verify=true",
+            "--set=gpg-verify-summary=true",
+        ])
         .arg(format!("--gpg-import={}", pubkey.display()))
         .args(["origin", url]));
     let repo = ostree::Repo::new_for_path(dir);
@@ -135,12 +154,19 @@ fn log_text(h: &[Hit]) -> String {
 
 fn delta_used(h: &[Hit]) {
     assert!(
-        h.iter().any(|x| x.path.contains("/deltas/") && x.path.ends_with("/superblock") && x.status == 200),
+        h.iter().any(|x| x.path.contains("/deltas/")
+            && x.path.ends_with("/superblock")
+            && x.status == 200),
         "no delta superblock fetched:\n{}",
         log_text(h)
     );
     let filez = h.iter().filter(|x| x.path.ends_with(".filez")).count();
-    assert_eq!(filez, 0, "content objects fetched one by one:\n{}", log_text(h));
+    assert_eq!(
+        filez,
+        0,
+        "content objects fetched one by one:\n{}",
+        log_text(h)
+    );
 }
 
 fn bytes(h: &[Hit]) -> u64 {
@@ -155,7 +181,10 @@ fn snapshot(dir: &Path) -> Vec<String> {
         let m = std::fs::symlink_metadata(&e).unwrap();
         let rel = e.strip_prefix(dir).unwrap().display().to_string();
         if m.file_type().is_symlink() {
-            out.push(format!("{rel} -> {}", std::fs::read_link(&e).unwrap().display()));
+            out.push(format!(
+                "{rel} -> {}",
+                std::fs::read_link(&e).unwrap().display()
+            ));
         } else if m.is_file() {
             let h = sha2::Sha256::digest(std::fs::read(&e).unwrap());
             out.push(format!("{rel} {} {}", m.len(), hex::encode(h)));
@@ -167,7 +196,9 @@ fn snapshot(dir: &Path) -> Vec<String> {
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
-    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
     for e in rd.flatten() {
         let p = e.path();
         let ft = e.file_type().unwrap();
@@ -182,7 +213,12 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn publish_serve_pull_through_deltas() {
     let s = setup();
-    let v1 = commit(&s.build, &s.tree, "1", &["base:amd64=1.0", "tool:amd64=2.0"]);
+    let v1 = commit(
+        &s.build,
+        &s.tree,
+        "1",
+        &["base:amd64=1.0", "tool:amd64=2.0"],
+    );
     publish_ok(&s, &v1, &["--delta-from-empty"]);
     let server = LoggingServer::start(&s.publish);
     let url = format!("http://127.0.0.1:{}/repo", server.port);
@@ -212,7 +248,12 @@ fn publish_serve_pull_through_deltas() {
 
     // v2: one small file more (a one-package change); v3: a config change.
     std::fs::write(s.tree.join("usr/lib/node/newpkg"), noise(999, 3_000)).unwrap();
-    let v2 = commit(&s.build, &s.tree, "2", &["base:amd64=1.0", "tool:amd64=2.0", "newpkg:amd64=0.1"]);
+    let v2 = commit(
+        &s.build,
+        &s.tree,
+        "2",
+        &["base:amd64=1.0", "tool:amd64=2.0", "newpkg:amd64=0.1"],
+    );
     publish_ok(&s, &v2, &[]);
     run(ostree(&c).args(["refs", "--create=origin:keelson/test/x86_64/node", &v1]));
     let got = keelson::node::fetch::pull_update(&node, "origin", REF, Some(&v1)).unwrap();
@@ -221,11 +262,26 @@ fn publish_serve_pull_through_deltas() {
     assert!(got.via_delta, "{got:?}");
     delta_used(&up);
     let share = bytes(&up) as f64 / full as f64;
-    eprintln!("v1 → v2: {} requests, {} bytes ({:.2}% of the full pull)", up.len(), bytes(&up), share * 100.0);
-    assert!(share < 0.05, "upgrade moved {:.1}% of a full pull:\n{}", share * 100.0, log_text(&up));
+    eprintln!(
+        "v1 → v2: {} requests, {} bytes ({:.2}% of the full pull)",
+        up.len(),
+        bytes(&up),
+        share * 100.0
+    );
+    assert!(
+        share < 0.05,
+        "upgrade moved {:.1}% of a full pull:\n{}",
+        share * 100.0,
+        log_text(&up)
+    );
 
     std::fs::write(s.tree.join("usr/etc/node.conf"), "a=2\n").unwrap();
-    let v3 = commit(&s.build, &s.tree, "3", &["base:amd64=1.1", "tool:amd64=2.0", "newpkg:amd64=0.1"]);
+    let v3 = commit(
+        &s.build,
+        &s.tree,
+        "3",
+        &["base:amd64=1.1", "tool:amd64=2.0", "newpkg:amd64=0.1"],
+    );
     publish_ok(&s, &v3, &[]);
     let got = keelson::node::fetch::pull_update(&node, "origin", REF, Some(&v2)).unwrap();
     assert_eq!(got.commit, v3);
@@ -239,7 +295,10 @@ fn publish_serve_pull_through_deltas() {
     assert_eq!(entries.len(), 3);
     assert_eq!(entries[1]["packages"]["added"][0], "newpkg 0.1");
     assert_eq!(entries[2]["parent"], v2.as_str());
-    let out = run(keelson().args(["diff", "--json", "--repo"]).arg(&s.build).args([&v2, &v3]));
+    let out = run(keelson()
+        .args(["diff", "--json", "--repo"])
+        .arg(&s.build)
+        .args([&v2, &v3]));
     let notes: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(notes["packages"]["changed"][0]["name"], "base", "{out}");
     assert_eq!(notes["files"][0], "M /usr/etc/node.conf", "{out}");
@@ -272,7 +331,12 @@ fn stale_signature_refused(s: &Setup, node: &ostree::Repo, server: &LoggingServe
 
 fn kills_leave_a_valid_repo(s: &Setup, node: &ostree::Repo, server: &LoggingServer, v3: &str) {
     std::fs::write(s.tree.join("usr/lib/node/f7"), noise(4242, 20_000)).unwrap();
-    let v4 = commit(&s.build, &s.tree, "4", &["base:amd64=1.1", "tool:amd64=2.1", "newpkg:amd64=0.1"]);
+    let v4 = commit(
+        &s.build,
+        &s.tree,
+        "4",
+        &["base:amd64=1.1", "tool:amd64=2.1", "newpkg:amd64=0.1"],
+    );
     // A kill from outside while the from-empty delta is being generated.
     let mut child = keelson()
         .arg("publish")
@@ -280,7 +344,16 @@ fn kills_leave_a_valid_repo(s: &Setup, node: &ostree::Repo, server: &LoggingServ
         .arg(&s.build)
         .arg("--to")
         .arg(&s.publish)
-        .args(["--ref", REF, "--commit", &v4, "--delta-from-empty", "--gpg-sign", &s.key, "--gpg-homedir"])
+        .args([
+            "--ref",
+            REF,
+            "--commit",
+            &v4,
+            "--delta-from-empty",
+            "--gpg-sign",
+            &s.key,
+            "--gpg-homedir",
+        ])
         .arg(&s.home)
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -295,10 +368,16 @@ fn kills_leave_a_valid_repo(s: &Setup, node: &ostree::Repo, server: &LoggingServ
         }
         line.clear();
     }
-    assert!(seen, "the publish never started generating the from-empty delta");
+    assert!(
+        seen,
+        "the publish never started generating the from-empty delta"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
-    assert_eq!(keelson::node::fetch::pull_commit(node, "origin", REF).unwrap(), v3);
+    assert_eq!(
+        keelson::node::fetch::pull_commit(node, "origin", REF).unwrap(),
+        v3
+    );
 
     for step in ["import", "deltas", "summary", "generation"] {
         let out = publish(s, &v4, &["--delta-from-empty", "--kill-self-after", step]);
@@ -315,47 +394,100 @@ fn kills_leave_a_valid_repo(s: &Setup, node: &ostree::Repo, server: &LoggingServ
     }
     // Bad input: nothing in the publish directory changes.
     let before = snapshot(&s.publish);
-    let v2 = run(ostree(&s.build).args(["rev-parse", &format!("{v3}^")])).trim().to_string();
+    let v2 = run(ostree(&s.build).args(["rev-parse", &format!("{v3}^")]))
+        .trim()
+        .to_string();
     let sibling = run(ostree(&s.build)
-        .args(["commit", "-b", "keelson/side", "--no-bindings", "--parent", &v2])
+        .args([
+            "commit",
+            "-b",
+            "keelson/side",
+            "--no-bindings",
+            "--parent",
+            &v2,
+        ])
         .arg(format!("--tree=dir={}", s.tree.display())))
     .trim()
     .to_string();
     let side = publish(s, &sibling, &[]);
     assert!(!side.status.success());
     let msg = String::from_utf8_lossy(&side.stderr);
-    assert!(msg.contains(&format!("its parent is {v2}, not the published head {v3}")), "{msg}");
+    assert!(
+        msg.contains(&format!("its parent is {v2}, not the published head {v3}")),
+        "{msg}"
+    );
     let bad_key = keelson()
         .arg("publish")
         .arg("--from")
         .arg(&s.build)
         .arg("--to")
         .arg(&s.publish)
-        .args(["--ref", REF, "--commit", &v4, "--gpg-sign", "0000000000000000DEADBEEF00000000DEADBEEF", "--gpg-homedir"])
+        .args([
+            "--ref",
+            REF,
+            "--commit",
+            &v4,
+            "--gpg-sign",
+            "0000000000000000DEADBEEF00000000DEADBEEF",
+            "--gpg-homedir",
+        ])
         .arg(&s.home)
         .output()
         .unwrap();
     assert!(!bad_key.status.success());
-    assert!(String::from_utf8_lossy(&bad_key.stderr).contains("--gpg-sign 0000000000000000DEADBEEF00000000DEADBEEF: cannot sign"), "{}", String::from_utf8_lossy(&bad_key.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad_key.stderr)
+            .contains("--gpg-sign 0000000000000000DEADBEEF00000000DEADBEEF: cannot sign"),
+        "{}",
+        String::from_utf8_lossy(&bad_key.stderr)
+    );
     let unreachable = keelson()
         .args(["publish", "--from", "/nonexistent/repo", "--to"])
         .arg(&s.publish)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("--from /nonexistent/repo: not an ostree repository"), "{}", String::from_utf8_lossy(&unreachable.stderr));
-    assert_eq!(snapshot(&s.publish), before, "bad input changed the publish directory");
+    assert!(
+        String::from_utf8_lossy(&unreachable.stderr)
+            .contains("--from /nonexistent/repo: not an ostree repository"),
+        "{}",
+        String::from_utf8_lossy(&unreachable.stderr)
+    );
+    assert_eq!(
+        snapshot(&s.publish),
+        before,
+        "bad input changed the publish directory"
+    );
 
     // Finally v4 for real, with retention: only 2 commits kept, no grace.
-    publish_ok(s, &v4, &["--delta-from-empty", "--keep", "2", "--grace", "0"]);
+    publish_ok(
+        s,
+        &v4,
+        &["--delta-from-empty", "--keep", "2", "--grace", "0"],
+    );
     let got = keelson::node::fetch::pull_update(node, "origin", REF, Some(v3)).unwrap();
     assert_eq!(got.commit, v4);
     delta_used(&server.take());
-    let gens: Vec<_> = std::fs::read_dir(s.publish.join("generations")).unwrap().collect();
+    let gens: Vec<_> = std::fs::read_dir(s.publish.join("generations"))
+        .unwrap()
+        .collect();
     assert_eq!(gens.len(), 1, "expired generations deleted");
     let st = s.publish.join("store");
-    let has = |c: &str| ostree(&st).args(["show", c]).output().unwrap().status.success();
+    let has = |c: &str| {
+        ostree(&st)
+            .args(["show", c])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
     assert!(has(&v4) && has(v3), "kept commits pruned");
-    assert!(!has(&v2), "v2 is beyond --keep 2 and its grace is over: pruned");
+    assert!(
+        !has(&v2),
+        "v2 is beyond --keep 2 and its grace is over: pruned"
+    );
     // The node still verifies and pulls after the prune.
-    assert_eq!(keelson::node::fetch::pull_commit(node, "origin", REF).unwrap(), v4);
+    assert_eq!(
+        keelson::node::fetch::pull_commit(node, "origin", REF).unwrap(),
+        v4
+    );
 }

@@ -307,12 +307,20 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
         .map(|h| h.bytes)
         .sum();
     assert!(
-        first.iter().any(|h| h.path.ends_with("/superblock") && h.status == 200) && delta_bytes > 0,
+        first
+            .iter()
+            .any(|h| h.path.ends_with("/superblock") && h.status == 200)
+            && delta_bytes > 0,
         "no static delta fetched for v1 → v2:\n{}",
         summary_of(first)
     );
     let filez = first.iter().filter(|h| h.path.ends_with(".filez")).count();
-    assert_eq!(filez, 0, "content objects fetched besides the delta:\n{}", summary_of(first));
+    assert_eq!(
+        filez,
+        0,
+        "content objects fetched besides the delta:\n{}",
+        summary_of(first)
+    );
     let total: u64 = first.iter().map(|h| h.bytes).sum();
     eprintln!(
         "v1 → v2 upgrade: {} requests, {total} bytes, {delta_bytes} of them the delta",

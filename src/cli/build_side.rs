@@ -198,7 +198,10 @@ pub fn publish(a: &PublishArgs) -> Result<()> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else if out.already_published {
-        println!("{} {}: already published (generation {})", out.ref_, out.commit, out.generation);
+        println!(
+            "{} {}: already published (generation {})",
+            out.ref_, out.commit, out.generation
+        );
     } else {
         println!(
             "Published {} {} ({}) as generation {}: {} delta(s), {} commit(s) kept",

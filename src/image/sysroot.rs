@@ -57,7 +57,12 @@ fn pull_remote(repo: &str, remote: &str, commit: &str, url: &str) -> Result<Stri
         .run()
         .with_context(ctx)?;
     // ostree's last line: "N delta parts, M loose fetched; X KiB transferred in S seconds".
-    let last = out.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
+    let last = out
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim();
     tracing::info!("pulled {commit} from {url}: {last}");
     Ok(out)
 }

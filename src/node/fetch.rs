@@ -25,7 +25,12 @@ pub struct Fetched {
     pub seconds: f64,
 }
 
-fn pull_once(repo: &ostree::Repo, remote: &str, what: &str, flags: ostree::RepoPullFlags) -> Result<(u64, u32, u32)> {
+fn pull_once(
+    repo: &ostree::Repo,
+    remote: &str,
+    what: &str,
+    flags: ostree::RepoPullFlags,
+) -> Result<(u64, u32, u32)> {
     let opts = glib::VariantDict::new(None);
     opts.insert_value("refs", &glib::Variant::from(vec![what.to_string()]));
     opts.insert_value("flags", &glib::Variant::from(flags.bits() as i32));
@@ -55,7 +60,12 @@ pub fn pull_commit(repo: &ostree::Repo, remote: &str, ref_: &str) -> Result<Stri
 
 /// Everything of the remote's head, through a static delta when the remote
 /// has one from a commit this repo holds.
-pub fn pull_update(repo: &ostree::Repo, remote: &str, ref_: &str, from: Option<&str>) -> Result<Fetched> {
+pub fn pull_update(
+    repo: &ostree::Repo,
+    remote: &str,
+    ref_: &str,
+    from: Option<&str>,
+) -> Result<Fetched> {
     let start = std::time::Instant::now();
     let head = pull_commit(repo, remote, ref_)?;
     let mut f = Fetched {

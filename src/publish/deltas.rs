@@ -72,7 +72,10 @@ pub fn generate(store: &Path, names: &[String], jobs: usize) -> Result<Vec<(Stri
                         let next = queue.lock().expect("queue lock").next();
                         let Some(name) = next else { return Ok(()) };
                         let secs = generate_one(store, name)?;
-                        results.lock().expect("results lock").push((name.clone(), secs));
+                        results
+                            .lock()
+                            .expect("results lock")
+                            .push((name.clone(), secs));
                     }
                 })
             })
@@ -152,7 +155,11 @@ mod tests {
             (&[], 3, true, &["a"]),
         ];
         for (ancestors, n, empty, want) in t {
-            assert_eq!(plan("a", ancestors, *n, *empty), want.to_vec(), "{n} {empty}");
+            assert_eq!(
+                plan("a", ancestors, *n, *empty),
+                want.to_vec(),
+                "{n} {empty}"
+            );
         }
     }
 }

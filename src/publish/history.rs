@@ -25,7 +25,8 @@ pub struct Release {
 
 pub fn load(path: &Path) -> Result<Vec<Release>> {
     match fs::read_to_string(path) {
-        Ok(t) => serde_json::from_str(&t).with_context(|| format!("{}: not a keelson history", path.display())),
+        Ok(t) => serde_json::from_str(&t)
+            .with_context(|| format!("{}: not a keelson history", path.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(e.into()),
     }
@@ -37,7 +38,9 @@ pub fn release(store: &ostree::Repo, ref_: &str, commit: &str, published: u64) -
     let parent = ostree::commit_get_parent(&v).map(|p| p.to_string());
     let (new, version) = commit_packages(store, commit)?;
     let old = match &parent {
-        Some(p) if store.load_variant(ostree::ObjectType::Commit, p).is_ok() => commit_packages(store, p)?.0,
+        Some(p) if store.load_variant(ostree::ObjectType::Commit, p).is_ok() => {
+            commit_packages(store, p)?.0
+        }
         _ => Vec::new(),
     };
     let ts = ostree::commit_get_timestamp(&v) as i64;

@@ -74,9 +74,9 @@ impl Layout {
         match fs::read_link(&link) {
             Ok(t) => {
                 let name = t.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                name.parse()
-                    .map(Some)
-                    .with_context(|| format!("{}: unexpected target {}", link.display(), t.display()))
+                name.parse().map(Some).with_context(|| {
+                    format!("{}: unexpected target {}", link.display(), t.display())
+                })
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).context("reading the served repo link"),
@@ -86,7 +86,8 @@ impl Layout {
     pub fn load_generation(&self, id: u64) -> Result<Generation> {
         let p = self.generation(id).join("generation.json");
         let text = fs::read_to_string(&p)?;
-        serde_json::from_str(&text).with_context(|| format!("{}: not a generation record", p.display()))
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a generation record", p.display()))
     }
 
     /// Every complete generation on disk, oldest first.
@@ -231,7 +232,11 @@ pub fn delta_dir(name: &str) -> Result<PathBuf> {
 
 fn index_path(to: &str) -> Result<PathBuf> {
     let t = b64(to)?;
-    Ok(PathBuf::from(format!("delta-indexes/{}/{}.index", &t[..2], &t[2..])))
+    Ok(PathBuf::from(format!(
+        "delta-indexes/{}/{}.index",
+        &t[..2],
+        &t[2..]
+    )))
 }
 
 /// The bytes of a delta index as libostree writes it: `a{sv}` with
@@ -251,7 +256,8 @@ pub fn index_bytes(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
 /// superblocks are read from the store).
 fn write_indexes(store: &Path, dir: &Path, deltas: &BTreeSet<String>) -> Result<()> {
     use sha2::Digest;
-    let mut by_target: std::collections::BTreeMap<&str, Vec<(String, Vec<u8>)>> = Default::default();
+    let mut by_target: std::collections::BTreeMap<&str, Vec<(String, Vec<u8>)>> =
+        Default::default();
     for name in deltas {
         let sb = store.join(delta_dir(name)?).join("superblock");
         let bytes = fs::read(&sb)?;
@@ -314,7 +320,11 @@ mod tests {
         assert!(d.starts_with("deltas"));
         assert_eq!(
             delta_dir(to).unwrap(),
-            PathBuf::from(format!("deltas/{}/{}", &b64(to).unwrap()[..2], &b64(to).unwrap()[2..]))
+            PathBuf::from(format!(
+                "deltas/{}/{}",
+                &b64(to).unwrap()[..2],
+                &b64(to).unwrap()[2..]
+            ))
         );
     }
 }

@@ -92,7 +92,8 @@ pub struct Outcome {
 fn checkpoint(o: &Options, name: &str) {
     if o.kill_self_after.as_deref() == Some(name) {
         tracing::warn!("test hook: killing myself after {name}");
-        let _ = rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
     }
 }
 
@@ -105,7 +106,10 @@ fn now() -> u64 {
 
 fn open_repo(path: &std::path::Path, flag: &str) -> Result<ostree::Repo> {
     if !path.join("config").is_file() || !path.join("objects").is_dir() {
-        bail!("{flag} {}: not an ostree repository (no config/objects)", path.display());
+        bail!(
+            "{flag} {}: not an ostree repository (no config/objects)",
+            path.display()
+        );
     }
     let repo = ostree::Repo::new_for_path(path);
     repo.open(gio::Cancellable::NONE)
@@ -124,7 +128,14 @@ fn resolve(src: &ostree::Repo, o: &Options) -> Result<(String, String)> {
             match heads.as_slice() {
                 [one] => (*one).clone(),
                 [] => bail!("--from {from}: holds no ref"),
-                _ => bail!("--from {from}: several refs ({}); pass --ref", heads.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")),
+                _ => bail!(
+                    "--from {from}: several refs ({}); pass --ref",
+                    heads
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             }
         }
     };
@@ -169,7 +180,12 @@ fn check_key(repo: &ostree::Repo, o: &Options) -> Result<()> {
     })
 }
 
-fn check_parent(src: &ostree::Repo, commit: &str, head: Option<&str>, reset: bool) -> Result<Option<String>> {
+fn check_parent(
+    src: &ostree::Repo,
+    commit: &str,
+    head: Option<&str>,
+    reset: bool,
+) -> Result<Option<String>> {
     let v = src.load_variant(ostree::ObjectType::Commit, commit)?;
     let parent = ostree::commit_get_parent(&v).map(|p| p.to_string());
     if let Some(h) = head
@@ -188,7 +204,9 @@ fn open_store(layout: &Layout) -> Result<ostree::Repo> {
     let path = layout.store();
     if !path.join("config").is_file() {
         let repo = format!("--repo={}", path.display());
-        Cmd::new("ostree").args([&repo, "init", "--mode=archive"]).run()?;
+        Cmd::new("ostree")
+            .args([&repo, "init", "--mode=archive"])
+            .run()?;
         // Deltas are found through the generation's delta-indexes, which
         // name exactly the live deltas; the summary lists none.
         Cmd::new("ostree")
@@ -236,7 +254,13 @@ fn summary(store: &ostree::Repo, o: &Options) -> Result<()> {
 }
 
 /// The new generation: the live one with this ref moved to `commit`.
-fn next_generation(live: Option<&Generation>, ref_: &str, commit: &str, kept: &[String], deltas: &[String]) -> Generation {
+fn next_generation(
+    live: Option<&Generation>,
+    ref_: &str,
+    commit: &str,
+    kept: &[String],
+    deltas: &[String],
+) -> Generation {
     let mut g = live.cloned().unwrap_or(Generation {
         id: 0,
         created: 0,
@@ -246,13 +270,20 @@ fn next_generation(live: Option<&Generation>, ref_: &str, commit: &str, kept: &[
     });
     // Deltas towards this ref's old head are not needed any more (nodes go
     // to the new head); other refs keep theirs.
-    let others: BTreeSet<&String> = g.refs.iter().filter(|(r, _)| *r != ref_).map(|(_, c)| c).collect();
-    g.deltas.retain(|d| others.contains(&layout::parse_delta(d).1.to_string()));
+    let others: BTreeSet<&String> = g
+        .refs
+        .iter()
+        .filter(|(r, _)| *r != ref_)
+        .map(|(_, c)| c)
+        .collect();
+    g.deltas
+        .retain(|d| others.contains(&layout::parse_delta(d).1.to_string()));
     g.deltas.extend(deltas.iter().cloned());
     g.id += 1;
     g.created = now();
     g.refs.insert(ref_.to_string(), commit.to_string());
-    g.commits.insert(ref_.to_string(), kept.iter().cloned().collect());
+    g.commits
+        .insert(ref_.to_string(), kept.iter().cloned().collect());
     g
 }
 
@@ -266,80 +297,85 @@ pub fn run(o: &Options) -> Result<Outcome> {
     let live_id = layout.live_id()?;
     let live = live_id.map(|id| layout.load_generation(id)).transpose()?;
     let head = live.as_ref().and_then(|g| g.refs.get(&ref_).cloned());
-    let (pkgs_version, signed) = (crate::diff::commit_packages(&src, &commit)?.1, o.gpg_sign.is_some());
-    let already = head.as_deref() == Some(commit.as_str());
-    let parent = match already {
-        true => None,
-        false => check_parent(&src, &commit, head.as_deref(), o.reset)?,
+    let mut out = Outcome {
+        version: crate::diff::commit_packages(&src, &commit)?.1,
+        signed: o.gpg_sign.is_some(),
+        generation: live_id.unwrap_or(0),
+        already_published: head.as_deref() == Some(commit.as_str()),
+        parent: None,
+        deltas: Vec::new(),
+        delta_seconds: BTreeMap::new(),
+        kept: Vec::new(),
+        collected: Default::default(),
+        synced: None,
+        seconds: 0.0,
+        ref_,
+        commit,
     };
-    if already {
-        tracing::info!("{ref_}: {commit} is already the published head");
-        return Ok(Outcome {
-            ref_,
-            commit,
-            version: pkgs_version,
-            parent,
-            generation: live_id.unwrap_or(0),
-            already_published: true,
-            signed,
-            deltas: Vec::new(),
-            delta_seconds: BTreeMap::new(),
-            kept: Vec::new(),
-            collected: Default::default(),
-            synced: None,
-            seconds: start.elapsed().as_secs_f64(),
-        });
+    if out.already_published {
+        tracing::info!("{}: {} is already the published head", out.ref_, out.commit);
+    } else {
+        out.parent = check_parent(&src, &out.commit, head.as_deref(), o.reset)?;
+        layout.clean_unfinished(live_id)?;
+        publish_new(o, &layout, live.as_ref(), &mut out)?;
     }
-    layout.clean_unfinished(live_id)?;
-    let store = open_store(&layout)?;
-    import_and_sign(&store, &layout, o, &commit)?;
+    out.seconds = start.elapsed().as_secs_f64();
+    Ok(out)
+}
+
+/// Import, sign, deltas, summary, the new generation live, then history,
+/// deletions and the mirror copy.
+fn publish_new(
+    o: &Options,
+    layout: &Layout,
+    live: Option<&Generation>,
+    out: &mut Outcome,
+) -> Result<()> {
+    let (ref_, commit) = (out.ref_.clone(), out.commit.clone());
+    let store = open_store(layout)?;
+    import_and_sign(&store, layout, o, &commit)?;
     checkpoint(o, "import");
-    let hist = retention::history(&store, &commit);
     let policy = retention::Policy {
         keep: o.keep.map(|k| k as usize),
         younger_than_days: o.keep_younger_than,
     };
-    let kept = retention::kept(&hist, policy, now());
-    let ancestors: Vec<String> = kept.iter().skip(1).cloned().collect();
-    let names = deltas::plan(&commit, &ancestors, o.deltas_from, o.delta_from_empty);
+    out.kept = retention::kept(&retention::history(&store, &commit), policy, now());
+    let ancestors: Vec<String> = out.kept.iter().skip(1).cloned().collect();
+    out.deltas = deltas::plan(&commit, &ancestors, o.deltas_from, o.delta_from_empty);
     deltas::remove_incomplete(&layout.store())?;
-    let jobs = crate::util::threads(o.jobs).min(names.len().max(1));
-    let timed = step(&format!("generating {} static delta(s), {jobs} at a time", names.len()), || {
-        deltas::generate(&layout.store(), &names, jobs)
-    })?;
+    let jobs = crate::util::threads(o.jobs).min(out.deltas.len().max(1));
+    let what = format!(
+        "generating {} static delta(s), {jobs} at a time",
+        out.deltas.len()
+    );
+    out.delta_seconds = step(&what, || {
+        deltas::generate(&layout.store(), &out.deltas, jobs)
+    })?
+    .into_iter()
+    .collect();
     checkpoint(o, "deltas");
     store
         .set_ref_immediate(None, &ref_, Some(&commit), gio::Cancellable::NONE)
         .with_context(|| format!("setting {ref_} in the store"))?;
-    let next = next_generation(live.as_ref(), &ref_, &commit, &kept, &names);
-    retention::protect(&store, &next.commits.values().flatten().cloned().chain(live.iter().flat_map(|g| g.commits.values().flatten().cloned())).collect())?;
     step("writing the summary", || summary(&store, o))?;
     checkpoint(o, "summary");
-    layout.write_generation(&next, signed)?;
+    let next = next_generation(live, &ref_, &commit, &out.kept, &out.deltas);
+    layout.write_generation(&next, out.signed)?;
     checkpoint(o, "generation");
     layout.go_live(next.id)?;
+    out.generation = next.id;
     tracing::info!("{ref_} → {commit}: generation {} is live", next.id);
-    history::append(&layout.history(), history::release(&store, &ref_, &commit, next.created)?)?;
-    let collected = step("deleting what no live generation names", || {
-        retention::collect(&layout, &store, now(), o.grace)
+    history::append(
+        &layout.history(),
+        history::release(&store, &ref_, &commit, next.created)?,
+    )?;
+    out.collected = step("deleting what no live generation names", || {
+        retention::collect(layout, &store, now(), o.grace)
     })?;
-    let synced = match &o.sync_to {
-        Some(d) => Some(step(&format!("syncing to {}", d.display()), || sync::sync(&layout.served(), d))?),
-        None => None,
-    };
-    Ok(Outcome {
-        ref_,
-        commit,
-        version: pkgs_version,
-        parent,
-        generation: next.id,
-        already_published: false,
-        signed,
-        deltas: names,
-        delta_seconds: timed.into_iter().collect(),
-        kept,
-        collected,
-        synced,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    if let Some(d) = &o.sync_to {
+        out.synced = Some(step(&format!("syncing to {}", d.display()), || {
+            sync::sync(&layout.served(), d)
+        })?);
+    }
+    Ok(())
 }

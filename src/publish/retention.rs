@@ -5,9 +5,9 @@
 //! for `grace` seconds after the next one replaced it (a CDN may still serve
 //! its summary), and every commit and delta a live generation names stays.
 
-use std::collections::BTreeSet;
 use anyhow::{Context, Result};
 use ostree::gio;
+use std::collections::BTreeSet;
 
 use super::layout::{Generation, Layout, delta_dir};
 
@@ -35,8 +35,7 @@ pub fn kept(history: &[Entry], p: Policy, now: u64) -> Vec<String> {
         .filter(|(i, e)| {
             *i == 0
                 || (p.keep.is_none_or(|k| *i < k)
-                    && p
-                        .younger_than_days
+                    && p.younger_than_days
                         .is_none_or(|d| now.saturating_sub(e.timestamp) < d * 86_400))
         })
         .map(|(_, e)| e.commit.clone())
@@ -45,7 +44,12 @@ pub fn kept(history: &[Entry], p: Policy, now: u64) -> Vec<String> {
 
 /// Pure: generations that may still be served or cached (the live one and
 /// those replaced less than `grace` seconds ago), and the expired ids.
-pub fn split_generations(gens: &[Generation], live: u64, now: u64, grace: u64) -> (Vec<&Generation>, Vec<u64>) {
+pub fn split_generations(
+    gens: &[Generation],
+    live: u64,
+    now: u64,
+    grace: u64,
+) -> (Vec<&Generation>, Vec<u64>) {
     let mut keep = Vec::new();
     let mut expired = Vec::new();
     for (i, g) in gens.iter().enumerate() {
@@ -85,12 +89,22 @@ pub fn protect(store: &ostree::Repo, commits: &BTreeSet<String>) -> Result<()> {
     for name in existing.keys() {
         let c = name.rsplit('/').next().unwrap_or(name);
         if !commits.contains(c) {
-            store.set_ref_immediate(Some(KEEP_REMOTE), &format!("commit/{c}"), None, gio::Cancellable::NONE)?;
+            store.set_ref_immediate(
+                Some(KEEP_REMOTE),
+                &format!("commit/{c}"),
+                None,
+                gio::Cancellable::NONE,
+            )?;
         }
     }
     for c in commits {
         store
-            .set_ref_immediate(Some(KEEP_REMOTE), &format!("commit/{c}"), Some(c), gio::Cancellable::NONE)
+            .set_ref_immediate(
+                Some(KEEP_REMOTE),
+                &format!("commit/{c}"),
+                Some(c),
+                gio::Cancellable::NONE,
+            )
             .with_context(|| format!("protecting commit {c}"))?;
     }
     Ok(())
@@ -188,7 +202,11 @@ mod tests {
                 keep: *keep,
                 younger_than_days: *days,
             };
-            assert_eq!(kept(&h(*n, day), p, now), want.to_vec(), "{n} {keep:?} {days:?}");
+            assert_eq!(
+                kept(&h(*n, day), p, now),
+                want.to_vec(),
+                "{n} {keep:?} {days:?}"
+            );
         }
         // The head survives even when older than the age limit.
         let old = h(2, 30 * day);

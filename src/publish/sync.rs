@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use fs_err as fs;
 
-
 /// Pure: upload rank of a repo-relative path (lower goes first).
 pub fn rank(rel: &Path) -> u8 {
     let s = rel.to_string_lossy();
@@ -69,7 +68,8 @@ pub fn sync(served: &Path, dest: &Path) -> Result<Synced> {
         }
         fs::create_dir_all(to.parent().expect("file has a parent"))?;
         let bytes = fs::read(served.join(rel))?;
-        super::layout::write_public(&to, &bytes).with_context(|| format!("--sync-to {}", dest.display()))?;
+        super::layout::write_public(&to, &bytes)
+            .with_context(|| format!("--sync-to {}", dest.display()))?;
         out.copied += 1;
     }
     if dest.is_dir() {

@@ -284,7 +284,11 @@ fn serve_one(mut conn: std::net::TcpStream, root: &Path, log: &std::sync::Mutex<
         "HTTP/1.1 {status} {reason}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    let sent = if method == "HEAD" { 0 } else { body.len() as u64 };
+    let sent = if method == "HEAD" {
+        0
+    } else {
+        body.len() as u64
+    };
     let _ = conn.write_all(head.as_bytes());
     if method != "HEAD" {
         let _ = conn.write_all(&body);
