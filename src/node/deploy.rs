@@ -157,7 +157,13 @@ pub fn check(ctx: &super::context::NodeCtx, node: &Node, commit_only: bool) -> R
         version,
     };
     if !commit_only && !a.current && a.blocked.is_none() {
-        let got = fetch::pull_update(&repo, &remote, &branch, Some(booted.csum().as_str()))?;
+        let got = fetch::pull_resolved(
+            &repo,
+            &remote,
+            &branch,
+            &a.commit,
+            Some(booted.csum().as_str()),
+        )?;
         st.last_fetch = Some(got);
         ctx.save_state(&st)?;
     }

@@ -66,8 +66,21 @@ pub fn pull_update(
     ref_: &str,
     from: Option<&str>,
 ) -> Result<Fetched> {
-    let start = std::time::Instant::now();
     let head = pull_commit(repo, remote, ref_)?;
+    pull_resolved(repo, remote, ref_, &head, from)
+}
+
+/// Everything of `head` (the remote's head, its commit object already
+/// here): by checksum, then the ref.
+pub fn pull_resolved(
+    repo: &ostree::Repo,
+    remote: &str,
+    ref_: &str,
+    head: &str,
+    from: Option<&str>,
+) -> Result<Fetched> {
+    let start = std::time::Instant::now();
+    let head = head.to_string();
     let mut f = Fetched {
         commit: head.clone(),
         ..Default::default()
