@@ -91,9 +91,10 @@ fn setup() -> Setup {
     }
 }
 
-fn publish(s: &Setup, commit: &str, extra: &[&str]) -> std::process::Output {
-    keelson()
-        .arg("publish")
+/// `keelson publish` of `commit` on REF from the build repo, signed with `key`.
+fn publish_cmd(s: &Setup, commit: &str, key: &str) -> Command {
+    let mut c = keelson();
+    c.arg("publish")
         .arg("--from")
         .arg(&s.build)
         .arg("--to")
@@ -104,13 +105,15 @@ fn publish(s: &Setup, commit: &str, extra: &[&str]) -> std::process::Output {
             "--commit",
             commit,
             "--gpg-sign",
-            &s.key,
+            key,
             "--gpg-homedir",
         ])
-        .arg(&s.home)
-        .args(extra)
-        .output()
-        .unwrap()
+        .arg(&s.home);
+    c
+}
+
+fn publish(s: &Setup, commit: &str, extra: &[&str]) -> std::process::Output {
+    publish_cmd(s, commit, &s.key).args(extra).output().unwrap()
 }
 
 fn publish_ok(s: &Setup, commit: &str, extra: &[&str]) {
@@ -338,23 +341,8 @@ fn kills_leave_a_valid_repo(s: &Setup, node: &ostree::Repo, server: &LoggingServ
         &["base:amd64=1.1", "tool:amd64=2.1", "newpkg:amd64=0.1"],
     );
     // A kill from outside while the from-empty delta is being generated.
-    let mut child = keelson()
-        .arg("publish")
-        .arg("--from")
-        .arg(&s.build)
-        .arg("--to")
-        .arg(&s.publish)
-        .args([
-            "--ref",
-            REF,
-            "--commit",
-            &v4,
-            "--delta-from-empty",
-            "--gpg-sign",
-            &s.key,
-            "--gpg-homedir",
-        ])
-        .arg(&s.home)
+    let mut child = publish_cmd(s, &v4, &s.key)
+        .arg("--delta-from-empty")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -416,22 +404,7 @@ fn kills_leave_a_valid_repo(s: &Setup, node: &ostree::Repo, server: &LoggingServ
         msg.contains(&format!("its parent is {v2}, not the published head {v3}")),
         "{msg}"
     );
-    let bad_key = keelson()
-        .arg("publish")
-        .arg("--from")
-        .arg(&s.build)
-        .arg("--to")
-        .arg(&s.publish)
-        .args([
-            "--ref",
-            REF,
-            "--commit",
-            &v4,
-            "--gpg-sign",
-            "0000000000000000DEADBEEF00000000DEADBEEF",
-            "--gpg-homedir",
-        ])
-        .arg(&s.home)
+    let bad_key = publish_cmd(s, &v4, "0000000000000000DEADBEEF00000000DEADBEEF")
         .output()
         .unwrap();
     assert!(!bad_key.status.success());
