@@ -19,8 +19,8 @@ packages=(
   # Ignition configs: ignition-validate checks them before they are used;
   # ssh into provisioned VMs (tests/vm.rs)
   ignition openssh-client
-  # tests and benchmarks: setfattr, bc, gpg (signed updates), python3 (HTTP
-  # server for the A/B VM test; a venv for pykickstart's ksvalidator)
+  # tests and benchmarks: setfattr, bc, gpg (signed updates), python3 (a
+  # venv for pykickstart's ksvalidator)
   attr bc gnupg python3 python3-venv
 )
 export DEBIAN_FRONTEND=noninteractive

@@ -74,7 +74,7 @@ fn refuses_before_touching_the_disk() {
         .args([&r, "commit", "-b", "keelson/test"])
         .arg(format!("--tree=dir={}", content.display())));
     let port = common::free_port();
-    let _server = common::HttpServer::start(&www, port);
+    let _server = common::LoggingServer::start_on(&www, &format!("127.0.0.1:{port}"));
     let url = format!("http://127.0.0.1:{port}/repo");
     let (_, pubkey) = common::gpg_key(&d.path().join("gnupg"));
 

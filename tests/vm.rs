@@ -26,7 +26,7 @@ use std::process::Command;
 
 mod common;
 mod firstboot;
-use common::{HttpServer, cache, free_port, manifest, run};
+use common::{Hit, LoggingServer, cache, free_port, manifest, run};
 
 fn keelson(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_keelson"))
@@ -196,15 +196,27 @@ fn default_image_boots_uefi_and_bios() {
         "no temporary image left behind"
     );
 
-    // Everything the guests fetch over HTTP: the repo (and the same repo as
-    // the installed node's update URL), the PXE files, Ignition configs.
+    // The build published as an update stream with a from-empty delta
+    // (what the network installer pulls).
+    let publish = d.path().join("pub");
+    ok(&[
+        "publish",
+        "--from",
+        repo.to_str().unwrap(),
+        "--to",
+        publish.to_str().unwrap(),
+        "--delta-from-empty",
+    ]);
+
+    // Everything the guests fetch over HTTP: the published repo (also the
+    // installed node's update URL), the PXE files, Ignition configs.
     let www = d.path().join("www");
     std::fs::create_dir_all(&www).unwrap();
-    std::os::unix::fs::symlink(built.join("repo"), www.join("repo")).unwrap();
-    std::os::unix::fs::symlink(built.join("repo"), www.join("updates")).unwrap();
+    std::os::unix::fs::symlink(publish.join("repo"), www.join("repo")).unwrap();
+    std::os::unix::fs::symlink(publish.join("repo"), www.join("updates")).unwrap();
     std::os::unix::fs::symlink(built.join("pxe"), www.join("pxe")).unwrap();
     let configs = firstboot::write_configs(d.path(), &www, port);
-    let _server = HttpServer::start(&www, port);
+    let server = LoggingServer::start_on(&www, &format!("127.0.0.1:{port}"));
 
     // First boot (UEFI, 2 GiB) with a config through fw_cfg, then the
     // reboot (BIOS, 4 GiB) of the same disk: both pass the in-guest checks.
@@ -236,7 +248,9 @@ fn default_image_boots_uefi_and_bios() {
     }
     broken_config_stops_the_boot(&image, &configs.broken, d.path());
 
+    server.take();
     network_install(&built, &reference, port, d.path());
+    installer_pulled_the_delta(&server.take(), commit.trim());
 }
 
 /// The `keelson pxe` artifacts `keelson build --pxe` wrote, served over
@@ -310,6 +324,46 @@ fn network_install(out: &Path, reference: &str, port: u16, d: &Path) {
             .filter(|l| l.contains("Updates:") || l.contains("Origin:"))
             .collect::<Vec<_>>()
             .join("\n")
+    );
+}
+
+/// The installer's pull (by checksum, metadata first, into the new disk's
+/// bare repo) went through the from-empty static delta: its superblock was
+/// served and the delta carried nearly all the repo bytes fetched, not the
+/// objects one by one.
+fn installer_pulled_the_delta(hits: &[Hit], commit: &str) {
+    let repo: Vec<&Hit> = hits
+        .iter()
+        .filter(|h| h.path.starts_with("/repo/"))
+        .collect();
+    let listing = || {
+        repo.iter()
+            .take(60)
+            .map(|h| format!("{} {} {}", h.status, h.bytes, h.path))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let delta: u64 = repo
+        .iter()
+        .filter(|h| h.path.starts_with("/repo/deltas/") && h.status == 200)
+        .map(|h| h.bytes)
+        .sum();
+    let total: u64 = repo.iter().map(|h| h.bytes).sum();
+    let filez = repo.iter().filter(|h| h.path.ends_with(".filez")).count();
+    eprintln!(
+        "network install of {commit}: {} repo requests, {total} bytes, {delta} of them the from-empty delta, {filez} content objects one by one",
+        repo.len()
+    );
+    assert!(
+        repo.iter()
+            .any(|h| h.path.ends_with("/superblock") && h.status == 200),
+        "the installer fetched no delta superblock:\n{}",
+        listing()
+    );
+    assert!(
+        delta * 10 >= total * 9,
+        "the delta is only {delta} of {total} bytes fetched:\n{}",
+        listing()
     );
 }
 

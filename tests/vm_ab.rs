@@ -314,6 +314,20 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
         "no static delta fetched for v1 → v2:\n{}",
         summary_of(first)
     );
+    // The node recorded it too (state.json, shown by `keelson status` in
+    // the next boot).
+    let to_v2 = logs
+        .iter()
+        .find(|l| l.contains("AB-BOOT release=2 phase=to-v2"))
+        .unwrap();
+    let line = to_v2
+        .lines()
+        .find(|l| l.contains("Last update download:"))
+        .unwrap_or_else(|| panic!("no last download in the v2 boot's status:\n{ctx}"));
+    assert!(
+        line.contains(&v2[..12]) && line.contains("through a static delta"),
+        "{line}"
+    );
     let filez = first.iter().filter(|h| h.path.ends_with(".filez")).count();
     assert_eq!(
         filez,

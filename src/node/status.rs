@@ -30,6 +30,8 @@ pub struct Status {
     pub last_health: Option<super::state::Health>,
     /// Commits that failed their trial here; never re-applied automatically.
     pub blocked: Vec<super::state::Blocked>,
+    /// What the last update pull downloaded.
+    pub last_fetch: Option<super::fetch::Fetched>,
     pub booted: Option<DeploymentInfo>,
     pub staged: Option<DeploymentInfo>,
     pub rollback: Option<DeploymentInfo>,
@@ -127,6 +129,7 @@ pub fn read(ctx: &super::context::NodeCtx) -> Result<Status> {
         boot,
         last_health: st.last_health,
         blocked: st.blocked,
+        last_fetch: st.last_fetch,
         booted: booted_info,
         staged,
         rollback,
@@ -227,6 +230,9 @@ pub fn render(s: &Status) -> String {
             }
         );
     }
+    if let Some(f) = &s.last_fetch {
+        out += &format!("Last update download: {}\n", describe_fetch(f));
+    }
     for b in &s.blocked {
         out += &format!(
             "Blocked: {} (version {}): {}\n",
@@ -243,10 +249,51 @@ pub fn render(s: &Status) -> String {
     out
 }
 
+/// Pure: one line on what an update pull downloaded.
+pub fn describe_fetch(f: &super::fetch::Fetched) -> String {
+    let how = if f.via_delta {
+        format!("through a static delta ({} part(s)", f.delta_parts)
+    } else {
+        "object by object (no static delta".to_string()
+    };
+    format!(
+        "{} {how}, {} object(s)), {} KiB in {:.0} s",
+        &f.commit[..f.commit.len().min(12)],
+        f.objects,
+        f.bytes / 1024,
+        f.seconds
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::config::{RebootPolicy, Updates, Window};
-    use super::describe_updates;
+    use super::super::fetch::Fetched;
+    use super::{describe_fetch, describe_updates};
+
+    #[test]
+    fn fetch_lines() {
+        let f = |via_delta, delta_parts, objects| Fetched {
+            commit: "0123456789abcdef".into(),
+            bytes: 20_480,
+            objects,
+            delta_parts,
+            via_delta,
+            seconds: 2.4,
+        };
+        for (got, want) in [
+            (
+                f(true, 1, 3),
+                "0123456789ab through a static delta (1 part(s), 3 object(s)), 20 KiB in 2 s",
+            ),
+            (
+                f(false, 0, 40),
+                "0123456789ab object by object (no static delta, 40 object(s)), 20 KiB in 2 s",
+            ),
+        ] {
+            assert_eq!(describe_fetch(&got), want);
+        }
+    }
 
     #[test]
     fn update_policy_lines() {

@@ -157,44 +157,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// `python3 -m http.server` on 127.0.0.1:`port` serving `dir`; stopped on drop.
-/// QEMU guests reach it as 10.0.2.2:`port`.
-pub struct HttpServer(std::process::Child);
-
-impl HttpServer {
-    pub fn start(dir: &Path, port: u16) -> HttpServer {
-        let child = Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("python3 -m http.server");
-        // Wait until it accepts connections.
-        for _ in 0..50 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        HttpServer(child)
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// One request the logging server answered.
 #[derive(Debug, Clone)]
 pub struct Hit {
@@ -203,7 +165,8 @@ pub struct Hit {
     pub bytes: u64,
 }
 
-/// A static-file HTTP/1.1 server on 127.0.0.1 (a real server for libcurl:
+/// The tests' HTTP server (QEMU guests reach it as 10.0.2.2:PORT): a
+/// static-file HTTP/1.1 server on 127.0.0.1 (a real server for libcurl:
 /// GET/HEAD, Content-Length, one request per connection) that logs every
 /// request with its status and body bytes, so tests can count what a
 /// client downloaded. Symlinks are followed, as web servers do.
