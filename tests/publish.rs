@@ -431,14 +431,36 @@ fn kills_leave_a_valid_repo(s: &Setup, node: &ostree::Repo, server: &LoggingServ
         "bad input changed the publish directory"
     );
 
-    // Finally v4 for real, with retention: only 2 commits kept, no grace.
+    // Finally v4 for real, with retention (only 2 commits kept, no grace)
+    // and a mirror copy in upload order.
+    let mirror = s.publish.with_file_name("mirror");
     publish_ok(
         s,
         &v4,
-        &["--delta-from-empty", "--keep", "2", "--grace", "0"],
+        &[
+            "--delta-from-empty",
+            "--keep",
+            "2",
+            "--grace",
+            "0",
+            "--sync-to",
+            mirror.to_str().unwrap(),
+        ],
     );
     let got = keelson::node::fetch::pull_update(node, "origin", REF, Some(v3)).unwrap();
     assert_eq!(got.commit, v4);
+    // The mirror is a plain copy of the live repo (symlinks resolved), and
+    // ostree checks it whole.
+    for f in ["summary", "summary.sig", "config"] {
+        assert_eq!(
+            std::fs::read(mirror.join(f)).unwrap(),
+            std::fs::read(s.publish.join("repo").join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    assert!(!mirror.join("objects").is_symlink() && mirror.join("objects").is_dir());
+    run(ostree(&mirror).args(["fsck"]));
+    assert_eq!(run(ostree(&mirror).args(["rev-parse", REF])).trim(), v4);
     delta_used(&server.take());
     let gens: Vec<_> = std::fs::read_dir(s.publish.join("generations"))
         .unwrap()

@@ -24,9 +24,10 @@ pub fn rank(rel: &Path) -> u8 {
     }
 }
 
-/// Every file of the served tree (symlinks followed), relative paths.
-fn files(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
+/// Every directory and file of the served tree (symlinks followed),
+/// relative paths; files in upload order.
+fn tree(root: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (mut dirs, mut out) = (Vec::new(), Vec::new());
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
@@ -38,6 +39,7 @@ fn files(root: &Path) -> Result<Vec<PathBuf>> {
             }
             let meta = fs::metadata(e.path())?;
             if meta.is_dir() {
+                dirs.push(r.clone());
                 stack.push(r);
             } else {
                 out.push(r);
@@ -45,7 +47,7 @@ fn files(root: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     out.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cmp(b)));
-    Ok(out)
+    Ok((dirs, out))
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -58,7 +60,11 @@ pub struct Synced {
 /// deltas) already there are not copied again.
 pub fn sync(served: &Path, dest: &Path) -> Result<Synced> {
     let mut out = Synced::default();
-    let wanted = files(served)?;
+    let (dirs, wanted) = tree(served)?;
+    // Empty directories too (refs/remotes, …): the mirror is a whole repo.
+    for d in &dirs {
+        fs::create_dir_all(dest.join(d))?;
+    }
     let set: BTreeSet<&PathBuf> = wanted.iter().collect();
     for rel in &wanted {
         let to = dest.join(rel);
@@ -73,7 +79,7 @@ pub fn sync(served: &Path, dest: &Path) -> Result<Synced> {
         out.copied += 1;
     }
     if dest.is_dir() {
-        for rel in files(dest)? {
+        for rel in tree(dest)?.1 {
             if !set.contains(&rel) {
                 fs::remove_file(dest.join(&rel))?;
                 out.deleted += 1;
