@@ -7,7 +7,7 @@
 # Usage (as root): bench/publish.sh [TREEFILE] [CACHEDIR]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-treefile=${1:-$here/treefiles/k8s-node.json}
+treefile=$(realpath "${1:-$here/treefiles/k8s-node.json}")
 cache=${2:-$here/cache}
 keelson=${KEELSON:-$here/target/release/keelson}
 [ -x "$keelson" ] || { echo "build first: cargo build --release" >&2; exit 1; }

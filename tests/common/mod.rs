@@ -157,6 +157,29 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The fallback objects of a static delta (`ostree static-delta show`):
+/// content objects too big for the delta's parts, which clients fetch as
+/// plain objects by design.
+pub fn delta_fallbacks(repo: &Path, delta: &str) -> std::collections::BTreeSet<String> {
+    let out = run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["static-delta", "show", delta]));
+    out.lines()
+        .skip_while(|l| !l.starts_with("Number of fallback entries"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// The checksum of an object path (`…/objects/ab/cdef….filez` → `abcdef…`).
+pub fn object_checksum(path: &str) -> Option<String> {
+    let mut parts = path.rsplit('/');
+    let file = parts.next()?;
+    let dir = parts.next()?;
+    Some(format!("{dir}{}", file.split('.').next()?))
+}
+
 /// One request the logging server answered.
 #[derive(Debug, Clone)]
 pub struct Hit {
