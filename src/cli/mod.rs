@@ -47,6 +47,8 @@ pub enum Command {
     Health(node_side::NodeArgs),
     /// Node: the update agent (keelson-update.timer): stage updates, reboot per policy.
     Agent(node_side::NodeArgs),
+    /// Node: take or give back a reboot slot by hand (lock also cordons and drains).
+    Coordinate(node_side::CoordinateArgs),
     /// Node: render the kubelet configuration drop-in with reserved resources
     /// computed from this machine's capacity (or the one given, to preview).
     KubeletConfig(node_side::KubeletConfigArgs),
@@ -93,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollback(a) => n::rollback(&a),
         Command::Health(a) => n::health(&a),
         Command::Agent(a) => n::agent(&a),
+        Command::Coordinate(a) => n::coordinate(&a),
         Command::KubeletConfig(a) => n::kubelet_config(&a),
     }
 }

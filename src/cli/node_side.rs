@@ -23,12 +23,49 @@ pub struct NodeArgs {
     /// (repeatable; default: /usr/lib, /etc and /run keelson/config.d).
     #[arg(long = "config-dir", value_name = "DIR")]
     pub config_dirs: Vec<PathBuf>,
+    /// Read the host name and machine id from DIR/etc (a node simulated in
+    /// a directory).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub identity_root: Option<PathBuf>,
 }
 
 impl NodeArgs {
     fn ctx(&self) -> Result<NodeCtx> {
-        Ok(NodeCtx::for_sysroot(&self.sysroot)?
-            .with_overrides(self.state.clone(), self.config_dirs.clone()))
+        let ctx = NodeCtx::for_sysroot(&self.sysroot)?
+            .with_overrides(self.state.clone(), self.config_dirs.clone());
+        Ok(match &self.identity_root {
+            Some(r) => ctx.with_identity_root(r),
+            None => ctx,
+        })
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum CoordinateVerb {
+    /// Take a slot, cordon and drain this node (for maintenance by hand).
+    Lock {
+        /// Wait for a free slot instead of failing.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Uncordon (if keelson cordoned it) and give the slot back.
+    Unlock,
+}
+
+#[derive(clap::Args)]
+pub struct CoordinateArgs {
+    #[command(subcommand)]
+    pub verb: CoordinateVerb,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+pub fn coordinate(a: &CoordinateArgs) -> Result<()> {
+    use crate::node::coord::flow;
+    let ctx = a.node.ctx()?;
+    match a.verb {
+        CoordinateVerb::Lock { wait } => flow::lock(&ctx, wait),
+        CoordinateVerb::Unlock => flow::unlock(&ctx),
     }
 }
 
@@ -92,7 +129,11 @@ pub struct KubeletConfigArgs {
 }
 
 pub fn status(a: &StatusArgs) -> Result<()> {
-    let st = crate::node::status::read(&a.node.ctx()?)?;
+    let ctx = a.node.ctx()?;
+    let mut st = crate::node::status::read(&ctx)?;
+    if let Ok(cfg) = ctx.load_config() {
+        st.coordination = crate::node::coord::flow::status(&ctx, &cfg);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&st)?);
     } else {

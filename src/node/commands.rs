@@ -89,9 +89,12 @@ pub fn agent(ctx: &NodeCtx) -> Result<()> {
         return Ok(());
     }
     let node: Node = deploy::open_writable(&ctx.sysroot)?;
-    if node.sysroot.staged_deployment().is_some() {
+    if let Err(e) = super::coord::flow::settle(ctx, &cfg) {
+        eprintln!("warning: settling the reboot coordination: {e:#}");
+    }
+    if let Some(staged) = node.sysroot.staged_deployment() {
         println!("An update is already staged.");
-        return maybe_reboot(ctx, &cfg);
+        return maybe_reboot(ctx, &cfg, staged.csum().as_str());
     }
     let a = deploy::check(ctx, &node, false)?;
     if a.current {
@@ -112,12 +115,21 @@ pub fn agent(ctx: &NodeCtx) -> Result<()> {
         a.version.as_deref().unwrap_or("-"),
         a.commit
     );
-    maybe_reboot(ctx, &cfg)
+    maybe_reboot(ctx, &cfg, &a.commit)
 }
 
-fn maybe_reboot(ctx: &NodeCtx, cfg: &config::Config) -> Result<()> {
+/// Reboot into `target` (staged) when the policy, and then the fleet's
+/// coordinator, allow it now.
+fn maybe_reboot(ctx: &NodeCtx, cfg: &config::Config, target: &str) -> Result<()> {
+    let coordinated_reboot = || {
+        if super::coord::flow::gate_reboot(ctx, cfg, target)? {
+            reboot()
+        } else {
+            Ok(())
+        }
+    };
     match cfg.updates.reboot {
-        RebootPolicy::Immediate => reboot(),
+        RebootPolicy::Immediate => coordinated_reboot(),
         RebootPolicy::Off => {
             println!("Reboot policy is off: the update applies at the next reboot.");
             Ok(())
@@ -128,9 +140,8 @@ fn maybe_reboot(ctx: &NodeCtx, cfg: &config::Config) -> Result<()> {
                 .window
                 .as_ref()
                 .context("updates.window missing")?;
-            let (day, hour) = ctx.clock.weekday_hour_utc();
-            if config::in_window(w, day, hour) {
-                reboot()
+            if config::in_window_at(w, ctx.now())? {
+                coordinated_reboot()
             } else {
                 println!("Outside the maintenance window: rebooting later.");
                 Ok(())

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+use super::coord::policy::{self, Backend, Fleetlock, Kubernetes, OnDrainTimeout};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RebootPolicy {
@@ -25,10 +27,13 @@ pub struct Window {
     /// Days the window opens, e.g. ["Sat", "Sun"] (all days when empty).
     #[serde(default)]
     pub days: Vec<String>,
-    /// Hour (UTC, 0–23) the window opens.
+    /// Hour (0–23, in `time_zone`) the window opens.
     pub start_hour: u32,
-    /// How long it stays open, in hours (1–24).
+    /// How long it stays open, in hours (1–24); it may run past midnight.
     pub length_hours: u32,
+    /// An IANA time zone name such as "Europe/Berlin" (default UTC).
+    #[serde(default = "default_tz")]
+    pub time_zone: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,6 +44,32 @@ pub struct Updates {
     #[serde(default = "default_policy")]
     pub reboot: RebootPolicy,
     pub window: Option<Window>,
+    /// Who decides when to reboot: none | kubernetes | fleetlock.
+    #[serde(default)]
+    pub coordination: Backend,
+    /// The group of nodes sharing the reboot slots.
+    #[serde(default = "policy::default_group")]
+    pub group: String,
+    /// How many nodes of the group may be down for an update at once.
+    #[serde(default = "policy::default_max_unavailable")]
+    pub max_unavailable: u32,
+    /// How long eviction may take before `on_drain_timeout` applies.
+    #[serde(default = "policy::default_drain_timeout")]
+    pub drain_timeout_seconds: u64,
+    #[serde(default)]
+    pub on_drain_timeout: OnDrainTimeout,
+    /// A slot whose holder has not renewed it for this long may be taken
+    /// over (the holder died or never came back from its reboot).
+    #[serde(default = "policy::default_slot_expiry")]
+    pub slot_expiry_seconds: u64,
+    /// While an update waits for a slot, try again after about this long
+    /// (with jitter) instead of at the next hourly run.
+    #[serde(default = "policy::default_retry")]
+    pub retry_seconds: u64,
+    #[serde(default)]
+    pub kubernetes: Kubernetes,
+    #[serde(default)]
+    pub fleetlock: Fleetlock,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,12 +101,14 @@ fn default_policy() -> RebootPolicy {
 fn default_attempts() -> u32 {
     super::bootcount::DEFAULT_ATTEMPTS
 }
+fn default_tz() -> String {
+    "UTC".into()
+}
 fn default_updates() -> Updates {
-    Updates {
-        enabled: true,
-        reboot: RebootPolicy::Immediate,
-        window: None,
-    }
+    // Every field of [updates] has a default: an empty table is valid.
+    toml::Value::Table(toml::Table::new())
+        .try_into()
+        .unwrap_or_else(|e| unreachable!("an empty [updates] table: {e}"))
 }
 fn default_boot() -> Boot {
     Boot {
@@ -136,7 +169,14 @@ fn validate(c: &Config) -> Result<()> {
     if c.updates.reboot == RebootPolicy::Window && c.updates.window.is_none() {
         bail!("updates.window: reboot = \"window\" needs a [updates.window] table");
     }
+    policy::validate(&c.updates)?;
     if let Some(w) = &c.updates.window {
+        if jiff::tz::TimeZone::get(&w.time_zone).is_err() {
+            bail!(
+                "updates.window.time_zone: {:?} is not a known time zone (e.g. \"UTC\", \"Europe/Berlin\")",
+                w.time_zone
+            );
+        }
         if w.start_hour > 23 {
             bail!(
                 "updates.window.start_hour: {} is not an hour (0–23)",
@@ -161,7 +201,25 @@ fn validate(c: &Config) -> Result<()> {
     Ok(())
 }
 
-/// Is `weekday` (0 = Sunday) at `hour` (UTC) inside the window? Windows may
+/// Pure: (weekday with Sunday = 0, hour) of the UTC timestamp `secs` in the
+/// time zone `tz` (a name `validate` accepted).
+pub fn local_weekday_hour(secs: u64, tz: &str) -> Result<(u32, u32)> {
+    let tz = jiff::tz::TimeZone::get(tz).with_context(|| format!("time zone {tz:?}"))?;
+    let ts = jiff::Timestamp::from_second(secs as i64).context("timestamp out of range")?;
+    let local = ts.to_zoned(tz);
+    Ok((
+        local.weekday().to_sunday_zero_offset() as u32,
+        local.hour() as u32,
+    ))
+}
+
+/// Is the instant `secs` inside the window, in the window's time zone?
+pub fn in_window_at(w: &Window, secs: u64) -> Result<bool> {
+    let (day, hour) = local_weekday_hour(secs, &w.time_zone)?;
+    Ok(in_window(w, day, hour))
+}
+
+/// Is `weekday` (0 = Sunday) at `hour` (local) inside the window? Windows may
 /// run past midnight into the next day.
 pub fn in_window(w: &Window, weekday: u32, hour: u32) -> bool {
     let opens_on =
@@ -253,6 +311,49 @@ mod tests {
             ),
             (("etc/a.toml", "[boot\n"), "etc/a.toml: "),
             (
+                (
+                    "etc/a.toml",
+                    "[updates.window]\nstart_hour = 2\nlength_hours = 1\ntime_zone = \"Mars/Olympus\"\n",
+                ),
+                "etc/a.toml: updates.window.time_zone: \"Mars/Olympus\" is not a known time zone",
+            ),
+            (
+                ("etc/a.toml", "[updates]\ncoordination = \"etcd\"\n"),
+                "etc/a.toml: updates.coordination: unknown variant `etcd`",
+            ),
+            (
+                ("etc/a.toml", "[updates]\ncoordination = \"fleetlock\"\n"),
+                "etc/a.toml: updates.fleetlock.url: coordination = \"fleetlock\" needs",
+            ),
+            (
+                ("etc/a.toml", "[updates.fleetlock]\nurl = \"ftp://x\"\n"),
+                "etc/a.toml: updates.fleetlock.url: \"ftp://x\" is not an http",
+            ),
+            (
+                ("etc/a.toml", "[updates]\nmax_unavailable = 0\n"),
+                "etc/a.toml: updates.max_unavailable: 0 is outside",
+            ),
+            (
+                ("etc/a.toml", "[updates]\ngroup = \"Workers\"\n"),
+                "etc/a.toml: updates.group: \"Workers\" is not a DNS label",
+            ),
+            (
+                ("etc/a.toml", "[updates]\non_drain_timeout = \"wait\"\n"),
+                "etc/a.toml: updates.on_drain_timeout: unknown variant `wait`",
+            ),
+            (
+                ("etc/a.toml", "[updates]\nslot_expiry_seconds = 5\n"),
+                "etc/a.toml: updates.slot_expiry_seconds: 5 is shorter",
+            ),
+            (
+                ("etc/a.toml", "[updates.kubernetes]\nkubeconfig = \"kc\"\n"),
+                "etc/a.toml: updates.kubernetes.kubeconfig: kc is not an absolute path",
+            ),
+            (
+                ("etc/a.toml", "[updates.kubernetes]\nnamspace = \"x\"\n"),
+                "etc/a.toml: updates.kubernetes.namspace: unknown field",
+            ),
+            (
                 ("etc/a.toml", "[kubelet]\nprofile = \"gcp\"\n"),
                 "etc/a.toml: kubelet.profile: unknown variant `gcp`",
             ),
@@ -276,6 +377,7 @@ mod tests {
             days: vec!["Sat".into()],
             start_hour: 22,
             length_hours: 4,
+            time_zone: "UTC".into(),
         };
         // (weekday, hour, inside?) — Sat = 6, Sun = 0
         let t = [
@@ -295,7 +397,50 @@ mod tests {
             days: vec![],
             start_hour: 3,
             length_hours: 1,
+            time_zone: "UTC".into(),
         };
         assert!(in_window(&every, 2, 3) && !in_window(&every, 2, 4));
+    }
+
+    #[test]
+    fn local_time_table() {
+        // 2026-12-01 09:30 UTC is a Tuesday; 2026-07-04 22:30 UTC a Saturday.
+        let t = [
+            (1_796_117_400, "UTC", (2, 9)),
+            (1_796_117_400, "Europe/Berlin", (2, 10)),
+            (1_796_117_400, "America/New_York", (2, 4)),
+            (1_796_117_400, "Asia/Kolkata", (2, 15)),
+            (1_783_204_200, "Europe/Berlin", (0, 0)),
+            (1_783_204_200, "America/Los_Angeles", (6, 15)),
+        ];
+        for (secs, tz, want) in t {
+            assert_eq!(local_weekday_hour(secs, tz).unwrap(), want, "{secs} {tz}");
+        }
+    }
+
+    #[test]
+    fn window_across_midnight_in_a_time_zone() {
+        // Saturday 23:00 for 3 hours, Berlin time (UTC+1 in winter, +2 in summer).
+        let w = Window {
+            days: vec!["Sat".into()],
+            start_hour: 23,
+            length_hours: 3,
+            time_zone: "Europe/Berlin".into(),
+        };
+        let sat = 1_796_428_800; // 2026-12-05 00:00 UTC, a Saturday
+        let t = [
+            (sat + 21 * 3600, false), // Sat 22:00 Berlin
+            (sat + 22 * 3600, true),  // Sat 23:00 Berlin
+            (sat + 24 * 3600, true),  // Sun 01:00 Berlin
+            (sat + 25 * 3600, false), // Sun 02:00 Berlin
+            (sat + 22 * 3600 - 7 * 86400, true), // the Saturday before
+            (sat + 22 * 3600 - 86400, false), // Friday 23:00
+            // Summer time: Sat 2026-07-04 23:00 Berlin is 21:00 UTC.
+            (1_783_198_800, true),
+            (1_783_195_200, false),
+        ];
+        for (secs, want) in t {
+            assert_eq!(in_window_at(&w, secs).unwrap(), want, "{secs}");
+        }
     }
 }

@@ -37,11 +37,6 @@ impl Clock {
                 .unwrap_or(0),
         }
     }
-
-    /// (weekday with Sunday = 0, hour) in UTC.
-    pub fn weekday_hour_utc(&self) -> (u32, u32) {
-        weekday_hour(self.now())
-    }
 }
 
 /// Pure: (weekday with Sunday = 0, hour) of a UTC timestamp.
@@ -64,6 +59,10 @@ pub struct NodeCtx {
     pub admin_checks: PathBuf,
     /// The kubelet's directory (its filesystem is the node's storage).
     pub kubelet_dir: PathBuf,
+    /// The host name (the Kubernetes node name unless configured).
+    pub hostname: PathBuf,
+    /// /etc/machine-id (the FleetLock id is derived from it).
+    pub machine_id: PathBuf,
     pub clock: Clock,
 }
 
@@ -78,6 +77,12 @@ impl NodeCtx {
             vendor_checks: root.join(VENDOR_CHECKS),
             admin_checks: root.join(ADMIN_CHECKS),
             kubelet_dir: var.join(KUBELET_DIR.trim_start_matches("var/")),
+            hostname: if root == Path::new("/") {
+                PathBuf::from("/proc/sys/kernel/hostname")
+            } else {
+                root.join("etc/hostname")
+            },
+            machine_id: root.join("etc/machine-id"),
             clock: Clock::System,
         }
     }
@@ -92,6 +97,14 @@ impl NodeCtx {
         }
         let (deployment, var) = default_deployment(sysroot)?;
         Ok(Self::under(sysroot, &deployment, &var))
+    }
+
+    /// Take the host name and machine id from under `root` instead (a
+    /// node simulated in a directory: tests, fleet dry runs).
+    pub fn with_identity_root(mut self, root: &Path) -> Self {
+        self.hostname = root.join("etc/hostname");
+        self.machine_id = root.join("etc/machine-id");
+        self
     }
 
     /// Replace the state file and configuration directories when the

@@ -199,7 +199,13 @@ pub fn apply(ctx: &NodeCtx, p: &Plan, effects: &mut dyn Effects) -> Result<bool>
 pub fn run(ctx: &NodeCtx) -> Result<bool> {
     let obs = gather(ctx)?;
     let p = plan(&obs, ctx.now());
-    apply(ctx, &p, &mut NodeEffects(ctx))
+    if p.action == Action::Reboot {
+        // Rebooting for GRUB's count: the slot stays held meanwhile.
+        return apply(ctx, &p, &mut NodeEffects(ctx));
+    }
+    let ok = apply(ctx, &p, &mut NodeEffects(ctx))?;
+    super::coord::flow::after_health(ctx, &p);
+    Ok(ok)
 }
 
 #[cfg(test)]

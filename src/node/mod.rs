@@ -5,6 +5,7 @@
 pub mod bootcount;
 pub mod commands;
 pub mod config;
+pub mod coord;
 pub mod context;
 pub mod deploy;
 pub mod fetch;

@@ -34,6 +34,9 @@ pub struct State {
     /// What the last update pull downloaded (bytes, objects, delta parts).
     #[serde(default)]
     pub last_fetch: Option<super::fetch::Fetched>,
+    /// Reboot coordination: phase, slot held, last error.
+    #[serde(default)]
+    pub coordination: Option<super::coord::CoordState>,
 }
 
 impl State {

@@ -43,6 +43,8 @@ pub struct Status {
     pub kubelet_error: Option<String>,
     /// The update policy the configuration fragments give.
     pub updates: Option<super::config::Updates>,
+    /// Reboot coordination (filled by `keelson status`, which asks the backend).
+    pub coordination: Option<super::coord::flow::CoordStatus>,
 }
 
 fn info(
@@ -136,6 +138,7 @@ pub fn read(ctx: &super::context::NodeCtx) -> Result<Status> {
         deployments: all,
         kubelet,
         kubelet_error,
+        coordination: None,
     })
 }
 
@@ -159,13 +162,14 @@ pub fn describe_updates(u: &super::config::Updates) -> String {
         (RebootPolicy::Off, _) => "stage updates; never reboot for them".into(),
         (RebootPolicy::Window, None) => "reboot in a window (none configured)".into(),
         (RebootPolicy::Window, Some(w)) => format!(
-            "reboot in the window {} {:02}:00 UTC for {} h",
+            "reboot in the window {} {:02}:00 {} for {} h",
             if w.days.is_empty() {
                 "every day".to_string()
             } else {
                 w.days.join(",")
             },
             w.start_hour,
+            w.time_zone,
             w.length_hours
         ),
     }
@@ -232,6 +236,9 @@ pub fn render(s: &Status) -> String {
     }
     if let Some(f) = &s.last_fetch {
         out += &format!("Last update download: {}\n", describe_fetch(f));
+    }
+    if let Some(c) = &s.coordination {
+        out += &super::coord::flow::render(c);
     }
     for b in &s.blocked {
         out += &format!(
@@ -302,6 +309,7 @@ mod tests {
                 days: days.iter().map(|d| d.to_string()).collect(),
                 start_hour: 2,
                 length_hours: 3,
+                time_zone: "UTC".into(),
             })
         };
         for (enabled, reboot, window, want) in [
@@ -337,11 +345,8 @@ mod tests {
                 "reboot in the window every day 02:00 UTC for 3 h",
             ),
         ] {
-            let u = Updates {
-                enabled,
-                reboot,
-                window,
-            };
+            let mut u = crate::node::config::from_fragments(&[]).unwrap().updates;
+            (u.enabled, u.reboot, u.window) = (enabled, reboot, window);
             assert_eq!(describe_updates(&u), want);
         }
     }
