@@ -47,25 +47,27 @@ pub enum CoordinateVerb {
         /// Wait for a free slot instead of failing.
         #[arg(long)]
         wait: bool,
+        #[command(flatten)]
+        node: NodeArgs,
     },
     /// Uncordon (if keelson cordoned it) and give the slot back.
-    Unlock,
+    Unlock {
+        #[command(flatten)]
+        node: NodeArgs,
+    },
 }
 
 #[derive(clap::Args)]
 pub struct CoordinateArgs {
     #[command(subcommand)]
     pub verb: CoordinateVerb,
-    #[command(flatten)]
-    pub node: NodeArgs,
 }
 
 pub fn coordinate(a: &CoordinateArgs) -> Result<()> {
     use crate::node::coord::flow;
-    let ctx = a.node.ctx()?;
-    match a.verb {
-        CoordinateVerb::Lock { wait } => flow::lock(&ctx, wait),
-        CoordinateVerb::Unlock => flow::unlock(&ctx),
+    match &a.verb {
+        CoordinateVerb::Lock { wait, node } => flow::lock(&node.ctx()?, *wait),
+        CoordinateVerb::Unlock { node } => flow::unlock(&node.ctx()?),
     }
 }
 

@@ -112,12 +112,19 @@ impl KubeCoordinator {
             .context("starting the Kubernetes client's runtime")?;
         let kc = kube::config::Kubeconfig::read_from(path)
             .with_context(|| format!("{}: cannot read the kubeconfig", path.display()))?;
-        let config = rt
+        let mut config = rt
             .block_on(kube::Config::from_custom_kubeconfig(kc, &Default::default()))
             .with_context(|| format!("{}: not a usable kubeconfig", path.display()))?;
+        // kube retries 429s itself, with its own backoff: an eviction refused
+        // by a PodDisruptionBudget must come back to the drain loop, which
+        // retries against the drain timeout.
+        config.default_retry = false;
         let server = config.cluster_url.to_string();
+        // The client spawns its request buffer's task onto this runtime.
+        let _guard = rt.enter();
         let client = kube::Client::try_from(config)
             .with_context(|| format!("{}: cannot build a client", path.display()))?;
+        drop(_guard);
         Ok(KubeCoordinator {
             rt,
             client,

@@ -1,0 +1,261 @@
+//! Reboot coordination against the TEST DOUBLES of tests/common/doubles.rs
+//! (no kube-apiserver can run here): real `keelson coordinate` processes,
+//! racing for slots over HTTP, draining through the Eviction API.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::doubles::{FleetLockDouble, KubeDouble, Pdb};
+use serde_json::json;
+
+fn keelson() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_keelson"))
+}
+
+/// A node simulated in `dir`: its config fragment, state file, identity.
+struct SimNode {
+    name: String,
+    dir: PathBuf,
+}
+
+impl SimNode {
+    fn new(root: &Path, name: &str, fragment: &str) -> SimNode {
+        let dir = root.join(name);
+        std::fs::create_dir_all(dir.join("config.d")).unwrap();
+        std::fs::create_dir_all(dir.join("etc")).unwrap();
+        std::fs::write(dir.join("config.d/50-coordination.toml"), fragment).unwrap();
+        std::fs::write(dir.join("etc/hostname"), format!("{name}\n")).unwrap();
+        let mid = format!("{:032x}", u128::from_str_radix(&hex_of(name), 16).unwrap_or(7) ^ 0x5a5a);
+        std::fs::write(dir.join("etc/machine-id"), format!("{mid}\n")).unwrap();
+        SimNode { name: name.into(), dir }
+    }
+
+    fn cmd(&self, verb: &[&str]) -> Command {
+        let mut c = keelson();
+        c.arg("coordinate").args(verb);
+        c.arg("--config-dir").arg(self.dir.join("config.d"));
+        c.arg("--state").arg(self.dir.join("state.json"));
+        c.arg("--identity-root").arg(&self.dir);
+        c
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(self.dir.join("state.json")).unwrap()).unwrap()
+    }
+}
+
+fn hex_of(s: &str) -> String {
+    s.bytes().map(|b| format!("{b:02x}")).collect::<String>().chars().take(30).collect()
+}
+
+fn kube_fragment(kubeconfig: &Path, name: &str, max: u32, extra: &str) -> String {
+    format!(
+        "[updates]\ncoordination = \"kubernetes\"\ngroup = \"workers\"\nmax_unavailable = {max}\nretry_seconds = 1\n{extra}\n[updates.kubernetes]\nkubeconfig = \"{}\"\nnamespace = \"keelson-system\"\nnode_name = \"{name}\"\n",
+        kubeconfig.display()
+    )
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// 20 nodes, 3 slots: every node takes a slot, is cordoned and drained,
+/// "reboots" (a pause), gives the slot back; never more than 3 at once.
+#[test]
+fn twenty_nodes_three_slots_kubernetes() {
+    let d = tempfile::tempdir().unwrap();
+    let api = KubeDouble::start("127.0.0.1:0");
+    let kc = d.path().join("kubeconfig");
+    std::fs::write(&kc, api.kubeconfig("127.0.0.1")).unwrap();
+    let mut nodes = Vec::new();
+    {
+        let mut st = api.state.lock().unwrap();
+        for i in 0..20 {
+            let n = format!("node-{i:02}");
+            st.add_node(&n, false);
+            st.add_pod("default", &format!("web-{i}"), &n, "ReplicaSet", json!({"app": "web"}), false);
+            st.add_pod("kube-system", &format!("proxy-{i}"), &n, "DaemonSet", json!({}), false);
+            if i == 0 {
+                st.add_pod("kube-system", "etcd-node-00", &n, "", json!({}), true);
+            }
+            nodes.push(SimNode::new(d.path(), &n, &kube_fragment(&kc, &n, 3, "")));
+        }
+    }
+    let handles: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let lock = format!("{:?}", n.cmd(&["lock", "--wait"]));
+            let unlock = format!("{:?}", n.cmd(&["unlock"]));
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("{lock} && echo REBOOTED && sleep 0.5 && {unlock}"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (h, n) in handles.into_iter().zip(&nodes) {
+        let o = h.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}: {}", n.name, text(&o));
+        assert!(text(&o).contains("REBOOTED"), "{}: {}", n.name, text(&o));
+    }
+    let st = api.state.lock().unwrap();
+    eprintln!("most holders at once: {}; CAS conflicts: {}", st.max_holders, st.conflicts);
+    assert!(st.max_holders <= 3, "more than 3 slots held at once: {}", st.max_holders);
+    assert!(st.max_holders >= 2, "the slots were not used in parallel: {}", st.max_holders);
+    for i in 0..3 {
+        let lease = format!("keelson-workers-{i}");
+        assert_eq!(st.holder_of(&lease), None, "{lease} still held");
+    }
+    for (i, n) in nodes.iter().enumerate() {
+        assert!(st.log.contains(&format!("cordon {}", n.name)), "{} never cordoned", n.name);
+        assert!(st.log.contains(&format!("uncordon {}", n.name)), "{} left cordoned", n.name);
+        assert!(st.log.contains(&format!("evict default/web-{i}")), "web-{i} not evicted");
+        assert!(!st.log.iter().any(|l| l == &format!("evict kube-system/proxy-{i}")), "DaemonSet pod evicted");
+        assert_eq!(st.node(&n.name)["spec"]["unschedulable"], false);
+        assert_eq!(st.annotation(&n.name, "keelson.dev/phase").as_deref(), Some("idle"));
+        assert_eq!(n.state()["coordination"]["holding"], false);
+    }
+    assert!(!st.log.iter().any(|l| l.contains("etcd-node-00")), "mirror pod evicted");
+}
+
+/// Two nodes race for the only slot: exactly one wins, the loser names it.
+#[test]
+fn race_for_the_last_slot() {
+    for round in 0..5 {
+        let d = tempfile::tempdir().unwrap();
+        let api = KubeDouble::start("127.0.0.1:0");
+        let kc = d.path().join("kubeconfig");
+        std::fs::write(&kc, api.kubeconfig("127.0.0.1")).unwrap();
+        let nodes: Vec<SimNode> = ["a", "b"]
+            .iter()
+            .map(|n| {
+                api.state.lock().unwrap().add_node(n, false);
+                SimNode::new(d.path(), n, &kube_fragment(&kc, n, 1, ""))
+            })
+            .collect();
+        let hs: Vec<_> = nodes
+            .iter()
+            .map(|n| n.cmd(&["lock"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap())
+            .collect();
+        let outs: Vec<Output> = hs.into_iter().map(|h| h.wait_with_output().unwrap()).collect();
+        let won: Vec<bool> = outs.iter().map(|o| o.status.success()).collect();
+        assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}: {won:?} {}", outs.iter().map(text).collect::<String>());
+        let winner = if won[0] { "a" } else { "b" };
+        let loser = outs.iter().find(|o| !o.status.success()).unwrap();
+        assert!(text(loser).contains(&format!("held by {winner}")), "{}", text(loser));
+        assert_eq!(api.state.lock().unwrap().holder_of("keelson-workers-0").as_deref(), Some(winner));
+    }
+}
+
+/// A slot whose holder stopped renewing past the expiry is taken over; a
+/// live one is not. An operator's cordon survives keelson's lock/unlock.
+#[test]
+fn takeover_of_a_dead_holder_and_operator_cordon() {
+    let d = tempfile::tempdir().unwrap();
+    let api = KubeDouble::start("127.0.0.1:0");
+    let kc = d.path().join("kubeconfig");
+    std::fs::write(&kc, api.kubeconfig("127.0.0.1")).unwrap();
+    let lease = |holder: &str, renewed: &str| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": "keelson-workers-0", "namespace": "keelson-system", "resourceVersion": "1"},
+               "spec": {"holderIdentity": holder, "renewTime": renewed, "leaseDurationSeconds": 3600}})
+    };
+    let n = SimNode::new(d.path(), "c", &kube_fragment(&kc, "c", 1, "slot_expiry_seconds = 3600"));
+    {
+        let mut st = api.state.lock().unwrap();
+        st.add_node("c", true);
+        let now = jiff::Timestamp::now();
+        st.leases.insert(("keelson-system".into(), "keelson-workers-0".into()), lease("alive", &now.to_string()));
+    }
+    let o = n.cmd(&["lock"]).output().unwrap();
+    assert!(!o.status.success() && text(&o).contains("held by alive"), "{}", text(&o));
+    {
+        let mut st = api.state.lock().unwrap();
+        let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2);
+        st.leases.insert(("keelson-system".into(), "keelson-workers-0".into()), lease("dead", &old.to_string()));
+    }
+    let o = n.cmd(&["lock"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = n.cmd(&["unlock"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let st = api.state.lock().unwrap();
+    assert!(st.log.contains(&"lease keelson-workers-0 holder=c".to_string()), "{:?}", st.log);
+    assert_eq!(st.holder_of("keelson-workers-0"), None);
+    assert_eq!(st.node("c")["spec"]["unschedulable"], true, "the operator's cordon was undone");
+    assert!(!st.log.iter().any(|l| l.starts_with("uncordon")));
+}
+
+/// A PodDisruptionBudget blocks the drain past its timeout: the node is
+/// uncordoned, the slot released, no reboot, and the Node says which pod.
+#[test]
+fn drain_blocked_by_a_pdb_gives_up() {
+    let d = tempfile::tempdir().unwrap();
+    let api = KubeDouble::start("127.0.0.1:0");
+    let kc = d.path().join("kubeconfig");
+    std::fs::write(&kc, api.kubeconfig("127.0.0.1")).unwrap();
+    {
+        let mut st = api.state.lock().unwrap();
+        st.add_node("db-node", false);
+        st.add_pod("prod", "db-0", "db-node", "StatefulSet", json!({"app": "db"}), false);
+        st.add_pod("prod", "web-0", "db-node", "ReplicaSet", json!({"app": "web"}), false);
+        st.pdbs.push(Pdb { namespace: "prod".into(), label: ("app".into(), "db".into()), min_available: 1 });
+    }
+    let n = SimNode::new(d.path(), "db-node", &kube_fragment(&kc, "db-node", 1, "drain_timeout_seconds = 3"));
+    let t = std::time::Instant::now();
+    let o = n.cmd(&["lock"]).output().unwrap();
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(out.contains("drain gave up, not rebooting") && out.contains("prod/db-0: eviction refused"), "{out}");
+    assert!(out.contains("disruption budget"), "{out}");
+    assert!(t.elapsed().as_secs() >= 3, "gave up before the timeout");
+    let st = api.state.lock().unwrap();
+    assert!(st.log.contains(&"evict prod/web-0".to_string()), "{:?}", st.log);
+    assert!(st.log.iter().filter(|l| *l == "refuse prod/db-0").count() >= 2, "429 not retried: {:?}", st.log);
+    assert!(st.log.contains(&"uncordon db-node".to_string()), "{:?}", st.log);
+    assert_eq!(st.holder_of("keelson-workers-0"), None, "slot not released");
+    assert_eq!(st.annotation("db-node", "keelson.dev/phase").as_deref(), Some("staged"));
+    let err = st.annotation("db-node", "keelson.dev/last-error").unwrap();
+    assert!(err.contains("prod/db-0"), "{err}");
+    assert_eq!(n.state()["coordination"]["phase"], "staged");
+}
+
+/// FleetLock: 20 nodes, 3 slots on a server with airlock's semantics.
+#[test]
+fn twenty_nodes_three_slots_fleetlock() {
+    let d = tempfile::tempdir().unwrap();
+    let fl = FleetLockDouble::start("127.0.0.1:0", 3);
+    let frag = format!(
+        "[updates]\ncoordination = \"fleetlock\"\nretry_seconds = 1\n[updates.fleetlock]\nurl = \"http://127.0.0.1:{}\"\ngroup = \"workers\"\n",
+        fl.server.port
+    );
+    let nodes: Vec<SimNode> = (0..20).map(|i| SimNode::new(d.path(), &format!("f{i:02}"), &frag)).collect();
+    let handles: Vec<_> = nodes
+        .iter()
+        .map(|n| {
+            let lock = format!("{:?}", n.cmd(&["lock", "--wait"]));
+            let unlock = format!("{:?}", n.cmd(&["unlock"]));
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("{lock} && {lock} && sleep 0.5 && {unlock} && {unlock}"))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (h, n) in handles.into_iter().zip(&nodes) {
+        let o = h.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}: {}", n.name, text(&o));
+    }
+    let st = fl.state.lock().unwrap();
+    eprintln!("FleetLock: most holders at once {}", st.max_holders);
+    assert!(st.max_holders <= 3 && st.max_holders >= 2, "{}", st.max_holders);
+    assert!(st.holders.values().all(|h| h.is_empty()), "{:?}", st.holders);
+    let ids: std::collections::BTreeSet<&str> =
+        st.log.iter().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert_eq!(ids.len(), 20, "one id per node");
+}
