@@ -27,9 +27,15 @@ impl SimNode {
         std::fs::create_dir_all(dir.join("etc")).unwrap();
         std::fs::write(dir.join("config.d/50-coordination.toml"), fragment).unwrap();
         std::fs::write(dir.join("etc/hostname"), format!("{name}\n")).unwrap();
-        let mid = format!("{:032x}", u128::from_str_radix(&hex_of(name), 16).unwrap_or(7) ^ 0x5a5a);
+        let mid = format!(
+            "{:032x}",
+            u128::from_str_radix(&hex_of(name), 16).unwrap_or(7) ^ 0x5a5a
+        );
         std::fs::write(dir.join("etc/machine-id"), format!("{mid}\n")).unwrap();
-        SimNode { name: name.into(), dir }
+        SimNode {
+            name: name.into(),
+            dir,
+        }
     }
 
     fn cmd(&self, verb: &[&str]) -> Command {
@@ -42,12 +48,18 @@ impl SimNode {
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(self.dir.join("state.json")).unwrap()).unwrap()
+        serde_json::from_str(&std::fs::read_to_string(self.dir.join("state.json")).unwrap())
+            .unwrap()
     }
 }
 
 fn hex_of(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect::<String>().chars().take(30).collect()
+    s.bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .chars()
+        .take(30)
+        .collect()
 }
 
 fn kube_fragment(kubeconfig: &Path, name: &str, max: u32, extra: &str) -> String {
@@ -58,7 +70,11 @@ fn kube_fragment(kubeconfig: &Path, name: &str, max: u32, extra: &str) -> String
 }
 
 fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// 20 nodes, 3 slots: every node takes a slot, is cordoned and drained,
@@ -75,8 +91,22 @@ fn twenty_nodes_three_slots_kubernetes() {
         for i in 0..20 {
             let n = format!("node-{i:02}");
             st.add_node(&n, false);
-            st.add_pod("default", &format!("web-{i}"), &n, "ReplicaSet", json!({"app": "web"}), false);
-            st.add_pod("kube-system", &format!("proxy-{i}"), &n, "DaemonSet", json!({}), false);
+            st.add_pod(
+                "default",
+                &format!("web-{i}"),
+                &n,
+                "ReplicaSet",
+                json!({"app": "web"}),
+                false,
+            );
+            st.add_pod(
+                "kube-system",
+                &format!("proxy-{i}"),
+                &n,
+                "DaemonSet",
+                json!({}),
+                false,
+            );
             if i == 0 {
                 st.add_pod("kube-system", "etcd-node-00", &n, "", json!({}), true);
             }
@@ -103,23 +133,56 @@ fn twenty_nodes_three_slots_kubernetes() {
         assert!(text(&o).contains("REBOOTED"), "{}: {}", n.name, text(&o));
     }
     let st = api.state.lock().unwrap();
-    eprintln!("most holders at once: {}; CAS conflicts: {}", st.max_holders, st.conflicts);
-    assert!(st.max_holders <= 3, "more than 3 slots held at once: {}", st.max_holders);
-    assert!(st.max_holders >= 2, "the slots were not used in parallel: {}", st.max_holders);
+    eprintln!(
+        "most holders at once: {}; CAS conflicts: {}",
+        st.max_holders, st.conflicts
+    );
+    assert!(
+        st.max_holders <= 3,
+        "more than 3 slots held at once: {}",
+        st.max_holders
+    );
+    assert!(
+        st.max_holders >= 2,
+        "the slots were not used in parallel: {}",
+        st.max_holders
+    );
     for i in 0..3 {
         let lease = format!("keelson-workers-{i}");
         assert_eq!(st.holder_of(&lease), None, "{lease} still held");
     }
     for (i, n) in nodes.iter().enumerate() {
-        assert!(st.log.contains(&format!("cordon {}", n.name)), "{} never cordoned", n.name);
-        assert!(st.log.contains(&format!("uncordon {}", n.name)), "{} left cordoned", n.name);
-        assert!(st.log.contains(&format!("evict default/web-{i}")), "web-{i} not evicted");
-        assert!(!st.log.iter().any(|l| l == &format!("evict kube-system/proxy-{i}")), "DaemonSet pod evicted");
+        assert!(
+            st.log.contains(&format!("cordon {}", n.name)),
+            "{} never cordoned",
+            n.name
+        );
+        assert!(
+            st.log.contains(&format!("uncordon {}", n.name)),
+            "{} left cordoned",
+            n.name
+        );
+        assert!(
+            st.log.contains(&format!("evict default/web-{i}")),
+            "web-{i} not evicted"
+        );
+        assert!(
+            !st.log
+                .iter()
+                .any(|l| l == &format!("evict kube-system/proxy-{i}")),
+            "DaemonSet pod evicted"
+        );
         assert_eq!(st.node(&n.name)["spec"]["unschedulable"], false);
-        assert_eq!(st.annotation(&n.name, "keelson.dev/phase").as_deref(), Some("idle"));
+        assert_eq!(
+            st.annotation(&n.name, "keelson.dev/phase").as_deref(),
+            Some("idle")
+        );
         assert_eq!(n.state()["coordination"]["holding"], false);
     }
-    assert!(!st.log.iter().any(|l| l.contains("etcd-node-00")), "mirror pod evicted");
+    assert!(
+        !st.log.iter().any(|l| l.contains("etcd-node-00")),
+        "mirror pod evicted"
+    );
 }
 
 /// Two nodes race for the only slot: exactly one wins, the loser names it.
@@ -139,15 +202,40 @@ fn race_for_the_last_slot() {
             .collect();
         let hs: Vec<_> = nodes
             .iter()
-            .map(|n| n.cmd(&["lock"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap())
+            .map(|n| {
+                n.cmd(&["lock"])
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
             .collect();
-        let outs: Vec<Output> = hs.into_iter().map(|h| h.wait_with_output().unwrap()).collect();
+        let outs: Vec<Output> = hs
+            .into_iter()
+            .map(|h| h.wait_with_output().unwrap())
+            .collect();
         let won: Vec<bool> = outs.iter().map(|o| o.status.success()).collect();
-        assert_eq!(won.iter().filter(|w| **w).count(), 1, "round {round}: {won:?} {}", outs.iter().map(text).collect::<String>());
+        assert_eq!(
+            won.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {won:?} {}",
+            outs.iter().map(text).collect::<String>()
+        );
         let winner = if won[0] { "a" } else { "b" };
         let loser = outs.iter().find(|o| !o.status.success()).unwrap();
-        assert!(text(loser).contains(&format!("held by {winner}")), "{}", text(loser));
-        assert_eq!(api.state.lock().unwrap().holder_of("keelson-workers-0").as_deref(), Some(winner));
+        assert!(
+            text(loser).contains(&format!("held by {winner}")),
+            "{}",
+            text(loser)
+        );
+        assert_eq!(
+            api.state
+                .lock()
+                .unwrap()
+                .holder_of("keelson-workers-0")
+                .as_deref(),
+            Some(winner)
+        );
     }
 }
 
@@ -164,28 +252,51 @@ fn takeover_of_a_dead_holder_and_operator_cordon() {
                "metadata": {"name": "keelson-workers-0", "namespace": "keelson-system", "resourceVersion": "1"},
                "spec": {"holderIdentity": holder, "renewTime": renewed, "leaseDurationSeconds": 3600}})
     };
-    let n = SimNode::new(d.path(), "c", &kube_fragment(&kc, "c", 1, "slot_expiry_seconds = 3600"));
+    let n = SimNode::new(
+        d.path(),
+        "c",
+        &kube_fragment(&kc, "c", 1, "slot_expiry_seconds = 3600"),
+    );
     {
         let mut st = api.state.lock().unwrap();
         st.add_node("c", true);
         let now = jiff::Timestamp::now();
-        st.leases.insert(("keelson-system".into(), "keelson-workers-0".into()), lease("alive", &now.to_string()));
+        st.leases.insert(
+            ("keelson-system".into(), "keelson-workers-0".into()),
+            lease("alive", &now.to_string()),
+        );
     }
     let o = n.cmd(&["lock"]).output().unwrap();
-    assert!(!o.status.success() && text(&o).contains("held by alive"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("held by alive"),
+        "{}",
+        text(&o)
+    );
     {
         let mut st = api.state.lock().unwrap();
         let old = jiff::Timestamp::now() - jiff::SignedDuration::from_hours(2);
-        st.leases.insert(("keelson-system".into(), "keelson-workers-0".into()), lease("dead", &old.to_string()));
+        st.leases.insert(
+            ("keelson-system".into(), "keelson-workers-0".into()),
+            lease("dead", &old.to_string()),
+        );
     }
     let o = n.cmd(&["lock"]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let o = n.cmd(&["unlock"]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     let st = api.state.lock().unwrap();
-    assert!(st.log.contains(&"lease keelson-workers-0 holder=c".to_string()), "{:?}", st.log);
+    assert!(
+        st.log
+            .contains(&"lease keelson-workers-0 holder=c".to_string()),
+        "{:?}",
+        st.log
+    );
     assert_eq!(st.holder_of("keelson-workers-0"), None);
-    assert_eq!(st.node("c")["spec"]["unschedulable"], true, "the operator's cordon was undone");
+    assert_eq!(
+        st.node("c")["spec"]["unschedulable"],
+        true,
+        "the operator's cordon was undone"
+    );
     assert!(!st.log.iter().any(|l| l.starts_with("uncordon")));
 }
 
@@ -200,24 +311,64 @@ fn drain_blocked_by_a_pdb_gives_up() {
     {
         let mut st = api.state.lock().unwrap();
         st.add_node("db-node", false);
-        st.add_pod("prod", "db-0", "db-node", "StatefulSet", json!({"app": "db"}), false);
-        st.add_pod("prod", "web-0", "db-node", "ReplicaSet", json!({"app": "web"}), false);
-        st.pdbs.push(Pdb { namespace: "prod".into(), label: ("app".into(), "db".into()), min_available: 1 });
+        st.add_pod(
+            "prod",
+            "db-0",
+            "db-node",
+            "StatefulSet",
+            json!({"app": "db"}),
+            false,
+        );
+        st.add_pod(
+            "prod",
+            "web-0",
+            "db-node",
+            "ReplicaSet",
+            json!({"app": "web"}),
+            false,
+        );
+        st.pdbs.push(Pdb {
+            namespace: "prod".into(),
+            label: ("app".into(), "db".into()),
+            min_available: 1,
+        });
     }
-    let n = SimNode::new(d.path(), "db-node", &kube_fragment(&kc, "db-node", 1, "drain_timeout_seconds = 3"));
+    let n = SimNode::new(
+        d.path(),
+        "db-node",
+        &kube_fragment(&kc, "db-node", 1, "drain_timeout_seconds = 3"),
+    );
     let t = std::time::Instant::now();
     let o = n.cmd(&["lock"]).output().unwrap();
     let out = text(&o);
     assert!(!o.status.success(), "{out}");
-    assert!(out.contains("drain gave up, not rebooting") && out.contains("prod/db-0: eviction refused"), "{out}");
+    assert!(
+        out.contains("drain gave up, not rebooting") && out.contains("prod/db-0: eviction refused"),
+        "{out}"
+    );
     assert!(out.contains("disruption budget"), "{out}");
     assert!(t.elapsed().as_secs() >= 3, "gave up before the timeout");
     let st = api.state.lock().unwrap();
-    assert!(st.log.contains(&"evict prod/web-0".to_string()), "{:?}", st.log);
-    assert!(st.log.iter().filter(|l| *l == "refuse prod/db-0").count() >= 2, "429 not retried: {:?}", st.log);
-    assert!(st.log.contains(&"uncordon db-node".to_string()), "{:?}", st.log);
+    assert!(
+        st.log.contains(&"evict prod/web-0".to_string()),
+        "{:?}",
+        st.log
+    );
+    assert!(
+        st.log.iter().filter(|l| *l == "refuse prod/db-0").count() >= 2,
+        "429 not retried: {:?}",
+        st.log
+    );
+    assert!(
+        st.log.contains(&"uncordon db-node".to_string()),
+        "{:?}",
+        st.log
+    );
     assert_eq!(st.holder_of("keelson-workers-0"), None, "slot not released");
-    assert_eq!(st.annotation("db-node", "keelson.dev/phase").as_deref(), Some("staged"));
+    assert_eq!(
+        st.annotation("db-node", "keelson.dev/phase").as_deref(),
+        Some("staged")
+    );
     let err = st.annotation("db-node", "keelson.dev/last-error").unwrap();
     assert!(err.contains("prod/db-0"), "{err}");
     assert_eq!(n.state()["coordination"]["phase"], "staged");
@@ -232,7 +383,9 @@ fn twenty_nodes_three_slots_fleetlock() {
         "[updates]\ncoordination = \"fleetlock\"\nretry_seconds = 1\n[updates.fleetlock]\nurl = \"http://127.0.0.1:{}\"\ngroup = \"workers\"\n",
         fl.server.port
     );
-    let nodes: Vec<SimNode> = (0..20).map(|i| SimNode::new(d.path(), &format!("f{i:02}"), &frag)).collect();
+    let nodes: Vec<SimNode> = (0..20)
+        .map(|i| SimNode::new(d.path(), &format!("f{i:02}"), &frag))
+        .collect();
     let handles: Vec<_> = nodes
         .iter()
         .map(|n| {
@@ -240,7 +393,9 @@ fn twenty_nodes_three_slots_fleetlock() {
             let unlock = format!("{:?}", n.cmd(&["unlock"]));
             Command::new("sh")
                 .arg("-c")
-                .arg(format!("{lock} && {lock} && sleep 0.5 && {unlock} && {unlock}"))
+                .arg(format!(
+                    "{lock} && {lock} && sleep 0.5 && {unlock} && {unlock}"
+                ))
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
@@ -253,9 +408,95 @@ fn twenty_nodes_three_slots_fleetlock() {
     }
     let st = fl.state.lock().unwrap();
     eprintln!("FleetLock: most holders at once {}", st.max_holders);
-    assert!(st.max_holders <= 3 && st.max_holders >= 2, "{}", st.max_holders);
-    assert!(st.holders.values().all(|h| h.is_empty()), "{:?}", st.holders);
-    let ids: std::collections::BTreeSet<&str> =
-        st.log.iter().filter_map(|l| l.split_whitespace().nth(1)).collect();
+    assert!(
+        st.max_holders <= 3 && st.max_holders >= 2,
+        "{}",
+        st.max_holders
+    );
+    assert!(
+        st.holders.values().all(|h| h.is_empty()),
+        "{:?}",
+        st.holders
+    );
+    let ids: std::collections::BTreeSet<&str> = st
+        .log
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
     assert_eq!(ids.len(), 20, "one id per node");
+}
+
+/// The shipped RBAC manifests are valid k8s-openapi objects and grant the
+/// agent exactly the calls the Kubernetes backend makes.
+#[test]
+fn rbac_manifests_grant_what_the_agent_calls() {
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/keelson-agent-rbac.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding"
+        ]
+    );
+    let rules =
+        |rules: &Option<Vec<k8s_openapi::api::rbac::v1::PolicyRule>>| -> Vec<(String, String)> {
+            let mut out = Vec::new();
+            for r in rules.iter().flatten() {
+                for res in r.resources.iter().flatten() {
+                    for v in &r.verbs {
+                        out.push((res.clone(), v.clone()));
+                    }
+                }
+            }
+            out.sort();
+            out
+        };
+    let cr: ClusterRole = serde_json::from_value(docs[2].clone()).unwrap();
+    let pairs = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        rules(&cr.rules),
+        pairs(&[
+            ("nodes", "get"),
+            ("nodes", "patch"),
+            ("pods", "list"),
+            ("pods/eviction", "create")
+        ])
+    );
+    let role: Role = serde_json::from_value(docs[4].clone()).unwrap();
+    assert_eq!(
+        rules(&role.rules),
+        pairs(&[
+            ("leases", "create"),
+            ("leases", "get"),
+            ("leases", "update")
+        ])
+    );
+    let crb: ClusterRoleBinding = serde_json::from_value(docs[3].clone()).unwrap();
+    let rb: RoleBinding = serde_json::from_value(docs[5].clone()).unwrap();
+    for (role_ref, subjects) in [(&crb.role_ref, &crb.subjects), (&rb.role_ref, &rb.subjects)] {
+        let s = &subjects.as_ref().unwrap()[0];
+        assert_eq!(
+            (s.kind.as_str(), s.name.as_str(), s.namespace.as_deref()),
+            ("ServiceAccount", "keelson-agent", Some("keelson-system"))
+        );
+        assert!(role_ref.name.starts_with("keelson-agent"));
+    }
+    // The Role's namespace is the backend's default namespace.
+    let defaults = keelson::node::coord::policy::Kubernetes::default();
+    assert_eq!(
+        role.metadata.namespace.as_deref(),
+        Some(defaults.namespace.as_str())
+    );
 }

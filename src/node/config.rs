@@ -403,6 +403,13 @@ mod tests {
     }
 
     #[test]
+    fn shipped_defaults_are_the_built_in_defaults() {
+        let text = include_str!("../../treefiles/files/keelson-defaults.toml");
+        let shipped = from_fragments(&frags(&[("keelson-defaults.toml", text)])).unwrap();
+        assert_eq!(shipped, from_fragments(&[]).unwrap());
+    }
+
+    #[test]
     fn local_time_table() {
         // 2026-12-01 09:30 UTC is a Tuesday; 2026-07-04 22:30 UTC a Saturday.
         let t = [
@@ -429,12 +436,12 @@ mod tests {
         };
         let sat = 1_796_428_800; // 2026-12-05 00:00 UTC, a Saturday
         let t = [
-            (sat + 21 * 3600, false), // Sat 22:00 Berlin
-            (sat + 22 * 3600, true),  // Sat 23:00 Berlin
-            (sat + 24 * 3600, true),  // Sun 01:00 Berlin
-            (sat + 25 * 3600, false), // Sun 02:00 Berlin
+            (sat + 21 * 3600, false),            // Sat 22:00 Berlin
+            (sat + 22 * 3600, true),             // Sat 23:00 Berlin
+            (sat + 24 * 3600, true),             // Sun 01:00 Berlin
+            (sat + 25 * 3600, false),            // Sun 02:00 Berlin
             (sat + 22 * 3600 - 7 * 86400, true), // the Saturday before
-            (sat + 22 * 3600 - 86400, false), // Friday 23:00
+            (sat + 22 * 3600 - 86400, false),    // Friday 23:00
             // Summer time: Sat 2026-07-04 23:00 Berlin is 21:00 UTC.
             (1_783_198_800, true),
             (1_783_195_200, false),

@@ -5,8 +5,8 @@
 pub mod bootcount;
 pub mod commands;
 pub mod config;
-pub mod coord;
 pub mod context;
+pub mod coord;
 pub mod deploy;
 pub mod fetch;
 pub mod grubenv;

@@ -61,7 +61,10 @@ fn read_request(conn: &std::net::TcpStream) -> Option<Request> {
             headers.insert(k.trim().to_lowercase(), v.trim().to_string());
         }
     }
-    let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; len];
     r.read_exact(&mut body).ok()?;
     let (path, q) = target.split_once('?').unwrap_or((&target, ""));
@@ -70,7 +73,13 @@ fn read_request(conn: &std::net::TcpStream) -> Option<Request> {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (decode(k), decode(v)))
         .collect();
-    Some(Request { method, path: path.to_string(), query, headers, body })
+    Some(Request {
+        method,
+        path: path.to_string(),
+        query,
+        headers,
+        body,
+    })
 }
 
 /// A JSON-over-HTTP/1.1 server on 127.0.0.1 (QEMU guests: 10.0.2.2), one
@@ -88,7 +97,9 @@ impl JsonServer {
                 let Ok(mut conn) = conn else { continue };
                 let h = handler.clone();
                 std::thread::spawn(move || {
-                    let Some(req) = read_request(&conn) else { return };
+                    let Some(req) = read_request(&conn) else {
+                        return;
+                    };
                     let (status, v) = h(&req);
                     let body = v.to_string();
                     let head = format!(
@@ -165,7 +176,12 @@ impl KubeState {
 
     fn purge(&mut self) {
         let now = Instant::now();
-        let gone: Vec<_> = self.terminating.iter().filter(|(_, t)| **t <= now).map(|(k, _)| k.clone()).collect();
+        let gone: Vec<_> = self
+            .terminating
+            .iter()
+            .filter(|(_, t)| **t <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
         for k in gone {
             self.terminating.remove(&k);
             self.pods.remove(&k);
@@ -175,7 +191,11 @@ impl KubeState {
     fn holders(&self) -> usize {
         self.leases
             .values()
-            .filter(|l| l["spec"]["holderIdentity"].as_str().is_some_and(|h| !h.is_empty()))
+            .filter(|l| {
+                l["spec"]["holderIdentity"]
+                    .as_str()
+                    .is_some_and(|h| !h.is_empty())
+            })
             .count()
     }
 
@@ -197,12 +217,20 @@ impl KubeState {
     }
 
     /// A running pod on `node`; `owner` is the controller kind ("" for none).
-    pub fn add_pod(&mut self, ns: &str, name: &str, node: &str, owner: &str, labels: Value, mirror: bool) {
+    pub fn add_pod(
+        &mut self,
+        ns: &str,
+        name: &str,
+        node: &str,
+        owner: &str,
+        labels: Value,
+        mirror: bool,
+    ) {
         let rv = self.next_rv();
-        let mut meta = json!({"name": name, "namespace": ns, "resourceVersion": rv, "labels": labels});
+        let mut meta =
+            json!({"name": name, "namespace": ns, "resourceVersion": rv, "labels": labels});
         if !owner.is_empty() {
-            meta["ownerReferences"] =
-                json!([{"apiVersion": "apps/v1", "kind": owner, "name": format!("{name}-owner"), "uid": "u", "controller": true}]);
+            meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": owner, "name": format!("{name}-owner"), "uid": "u", "controller": true}]);
         }
         if mirror {
             meta["annotations"] = json!({"kubernetes.io/config.mirror": "x"});
@@ -220,7 +248,9 @@ impl KubeState {
     }
 
     pub fn annotation(&self, node: &str, key: &str) -> Option<String> {
-        self.nodes.get(node)?["metadata"]["annotations"][key].as_str().map(String::from)
+        self.nodes.get(node)?["metadata"]["annotations"][key]
+            .as_str()
+            .map(String::from)
     }
 }
 
@@ -236,15 +266,24 @@ impl KubeDouble {
         let state = Arc::new(Mutex::new(KubeState::default()));
         let token = "keelson-test-token".to_string();
         let (s, t) = (state.clone(), token.clone());
-        let server = JsonServer::start(addr, Arc::new(move |r: &Request| {
-            if r.headers.get("authorization").map(String::as_str) != Some(&format!("Bearer {t}")) {
-                return status(401, "Unauthorized", "Unauthorized");
-            }
-            let mut st = s.lock().unwrap();
-            st.purge();
-            route(&mut st, r)
-        }));
-        KubeDouble { state, server, token }
+        let server = JsonServer::start(
+            addr,
+            Arc::new(move |r: &Request| {
+                if r.headers.get("authorization").map(String::as_str)
+                    != Some(&format!("Bearer {t}"))
+                {
+                    return status(401, "Unauthorized", "Unauthorized");
+                }
+                let mut st = s.lock().unwrap();
+                st.purge();
+                route(&mut st, r)
+            }),
+        );
+        KubeDouble {
+            state,
+            server,
+            token,
+        }
     }
 
     /// A kubeconfig for the double at `host` (10.0.2.2 from a QEMU guest).
@@ -259,14 +298,48 @@ impl KubeDouble {
 fn route(st: &mut KubeState, r: &Request) -> (u16, Value) {
     let seg: Vec<&str> = r.path.trim_matches('/').split('/').collect();
     match (r.method.as_str(), seg.as_slice()) {
-        ("GET", ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases", name]) => {
-            match st.leases.get(&(ns.to_string(), name.to_string())) {
-                Some(l) => (200, l.clone()),
-                None => status(404, "NotFound", &format!("leases.coordination.k8s.io \"{name}\" not found")),
-            }
-        }
-        ("POST", ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases"]) => lease_create(st, ns, r),
-        ("PUT", ["apis", "coordination.k8s.io", "v1", "namespaces", ns, "leases", name]) => lease_update(st, ns, name, r),
+        (
+            "GET",
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+                name,
+            ],
+        ) => match st.leases.get(&(ns.to_string(), name.to_string())) {
+            Some(l) => (200, l.clone()),
+            None => status(
+                404,
+                "NotFound",
+                &format!("leases.coordination.k8s.io \"{name}\" not found"),
+            ),
+        },
+        (
+            "POST",
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+            ],
+        ) => lease_create(st, ns, r),
+        (
+            "PUT",
+            [
+                "apis",
+                "coordination.k8s.io",
+                "v1",
+                "namespaces",
+                ns,
+                "leases",
+                name,
+            ],
+        ) => lease_update(st, ns, name, r),
         ("GET", ["api", "v1", "nodes", name]) => match st.nodes.get(*name) {
             Some(n) => (200, n.clone()),
             None => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
@@ -275,13 +348,24 @@ fn route(st: &mut KubeState, r: &Request) -> (u16, Value) {
         ("GET", ["api", "v1", "pods"]) => {
             let sel = r.query.get("fieldSelector").cloned().unwrap_or_default();
             let node = sel.strip_prefix("spec.nodeName=").unwrap_or("");
-            let items: Vec<Value> =
-                st.pods.values().filter(|p| sel.is_empty() || p["spec"]["nodeName"] == node).cloned().collect();
+            let items: Vec<Value> = st
+                .pods
+                .values()
+                .filter(|p| sel.is_empty() || p["spec"]["nodeName"] == node)
+                .cloned()
+                .collect();
             let rv = st.rv.to_string();
-            (200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": rv}, "items": items}))
+            (
+                200,
+                json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": rv}, "items": items}),
+            )
         }
         ("POST", ["api", "v1", "namespaces", ns, "pods", name, "eviction"]) => evict(st, ns, name),
-        _ => status(404, "NotFound", &format!("the double does not serve {} {}", r.method, r.path)),
+        _ => status(
+            404,
+            "NotFound",
+            &format!("the double does not serve {} {}", r.method, r.path),
+        ),
     }
 }
 
@@ -291,13 +375,20 @@ fn lease_create(st: &mut KubeState, ns: &str, r: &Request) -> (u16, Value) {
     if st.leases.contains_key(&(ns.into(), name.clone())) {
         st.conflicts += 1;
         st.log.push(format!("conflict {name}"));
-        return status(409, "AlreadyExists", &format!("leases.coordination.k8s.io \"{name}\" already exists"));
+        return status(
+            409,
+            "AlreadyExists",
+            &format!("leases.coordination.k8s.io \"{name}\" already exists"),
+        );
     }
     l["metadata"]["resourceVersion"] = json!(st.next_rv());
     l["metadata"]["namespace"] = json!(ns);
     l["apiVersion"] = json!("coordination.k8s.io/v1");
     l["kind"] = json!("Lease");
-    st.log.push(format!("lease {name} holder={}", l["spec"]["holderIdentity"].as_str().unwrap_or("")));
+    st.log.push(format!(
+        "lease {name} holder={}",
+        l["spec"]["holderIdentity"].as_str().unwrap_or("")
+    ));
     st.leases.insert((ns.into(), name), l.clone());
     st.max_holders = st.max_holders.max(st.holders());
     (201, l)
@@ -307,7 +398,11 @@ fn lease_update(st: &mut KubeState, ns: &str, name: &str, r: &Request) -> (u16, 
     let mut l: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     let key = (ns.to_string(), name.to_string());
     let Some(cur) = st.leases.get(&key) else {
-        return status(404, "NotFound", &format!("leases.coordination.k8s.io \"{name}\" not found"));
+        return status(
+            404,
+            "NotFound",
+            &format!("leases.coordination.k8s.io \"{name}\" not found"),
+        );
     };
     let sent = l["metadata"]["resourceVersion"].as_str().map(String::from);
     if sent.is_some() && sent.as_deref() != cur["metadata"]["resourceVersion"].as_str() {
@@ -316,11 +411,16 @@ fn lease_update(st: &mut KubeState, ns: &str, name: &str, r: &Request) -> (u16, 
         return status(
             409,
             "Conflict",
-            &format!("Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+            &format!(
+                "Operation cannot be fulfilled on leases.coordination.k8s.io \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            ),
         );
     }
     l["metadata"]["resourceVersion"] = json!(st.next_rv());
-    st.log.push(format!("lease {name} holder={}", l["spec"]["holderIdentity"].as_str().unwrap_or("")));
+    st.log.push(format!(
+        "lease {name} holder={}",
+        l["spec"]["holderIdentity"].as_str().unwrap_or("")
+    ));
     st.leases.insert(key, l.clone());
     st.max_holders = st.max_holders.max(st.holders());
     (200, l)
@@ -328,7 +428,11 @@ fn lease_update(st: &mut KubeState, ns: &str, name: &str, r: &Request) -> (u16, 
 
 fn node_patch(st: &mut KubeState, name: &str, r: &Request) -> (u16, Value) {
     if r.headers.get("content-type").map(String::as_str) != Some("application/merge-patch+json") {
-        return status(415, "UnsupportedMediaType", "the double takes merge patches only");
+        return status(
+            415,
+            "UnsupportedMediaType",
+            "the double takes merge patches only",
+        );
     }
     let patch: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     let rv = st.next_rv();
@@ -341,7 +445,10 @@ fn node_patch(st: &mut KubeState, name: &str, r: &Request) -> (u16, Value) {
     let after = n["spec"]["unschedulable"].as_bool().unwrap_or(false);
     let n = n.clone();
     if before != after {
-        st.log.push(format!("{} {name}", if after { "cordon" } else { "uncordon" }));
+        st.log.push(format!(
+            "{} {name}",
+            if after { "cordon" } else { "uncordon" }
+        ));
     }
     if let Some(p) = patch["metadata"]["annotations"]["keelson.dev/phase"].as_str() {
         st.log.push(format!("phase {name} {p}"));
@@ -355,28 +462,46 @@ fn evict(st: &mut KubeState, ns: &str, name: &str) -> (u16, Value) {
         return status(404, "NotFound", &format!("pods \"{name}\" not found"));
     };
     if st.terminating.contains_key(&key) {
-        return (201, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}));
+        return (
+            201,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        );
     }
     for pdb in st.pdbs.clone() {
         let (k, v) = &pdb.label;
-        let matches = |p: &Value| p["metadata"]["namespace"] == pdb.namespace.as_str() && p["metadata"]["labels"][k] == v.as_str();
+        let matches = |p: &Value| {
+            p["metadata"]["namespace"] == pdb.namespace.as_str()
+                && p["metadata"]["labels"][k] == v.as_str()
+        };
         if !matches(&pod) {
             continue;
         }
-        let healthy = st.pods.iter().filter(|(k, p)| matches(p) && !st.terminating.contains_key(*k)).count();
+        let healthy = st
+            .pods
+            .iter()
+            .filter(|(k, p)| matches(p) && !st.terminating.contains_key(*k))
+            .count();
         if healthy <= pdb.min_available {
             st.log.push(format!("refuse {ns}/{name}"));
-            let mut s = status(429, "TooManyRequests", "Cannot evict pod as it would violate the pod's disruption budget.");
+            let mut s = status(
+                429,
+                "TooManyRequests",
+                "Cannot evict pod as it would violate the pod's disruption budget.",
+            );
             s.1["details"] = json!({"causes": [{"reason": "DisruptionBudget", "message": format!("The disruption budget needs {} healthy pods and has {healthy} currently", pdb.min_available)}]});
             return s;
         }
     }
     st.log.push(format!("evict {ns}/{name}"));
-    st.terminating.insert(key.clone(), Instant::now() + Duration::from_millis(300));
+    st.terminating
+        .insert(key.clone(), Instant::now() + Duration::from_millis(300));
     if let Some(p) = st.pods.get_mut(&key) {
         p["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
     }
-    (201, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+    (
+        201,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    )
 }
 
 /// The FleetLock TEST DOUBLE: airlock's semantics — `slots` holders per
@@ -397,38 +522,48 @@ impl FleetLockDouble {
     pub fn start(addr: &str, slots: usize) -> FleetLockDouble {
         let state = Arc::new(Mutex::new(FleetState::default()));
         let s = state.clone();
-        let server = JsonServer::start(addr, Arc::new(move |r: &Request| {
-            let err = |code: u16, kind: &str, value: &str| (code, json!({"kind": kind, "value": value}));
-            if r.headers.get("fleet-lock-protocol").map(String::as_str) != Some("true") {
-                return err(400, "missing_header", "fleet-lock-protocol header missing");
-            }
-            let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-            let (Some(id), Some(group)) = (v["client_params"]["id"].as_str(), v["client_params"]["group"].as_str()) else {
-                return err(400, "bad_body", "client_params.id and group required");
-            };
-            if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return err(400, "bad_id", "id is not a 128-bit hex id");
-            }
-            let mut st = s.lock().unwrap();
-            let h = st.holders.entry(group.to_string()).or_default();
-            let out = match (r.method.as_str(), r.path.as_str()) {
-                ("POST", "/v1/pre-reboot") if h.contains(id) => (200, json!({})),
-                ("POST", "/v1/pre-reboot") if h.len() < slots => {
-                    h.insert(id.to_string());
-                    (200, json!({}))
+        let server = JsonServer::start(
+            addr,
+            Arc::new(move |r: &Request| {
+                let err = |code: u16, kind: &str, value: &str| {
+                    (code, json!({"kind": kind, "value": value}))
+                };
+                if r.headers.get("fleet-lock-protocol").map(String::as_str) != Some("true") {
+                    return err(400, "missing_header", "fleet-lock-protocol header missing");
                 }
-                ("POST", "/v1/pre-reboot") => err(409, "failed_lock", "all reboot slots are taken"),
-                ("POST", "/v1/steady-state") => {
-                    h.remove(id);
-                    (200, json!({}))
+                let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                let (Some(id), Some(group)) = (
+                    v["client_params"]["id"].as_str(),
+                    v["client_params"]["group"].as_str(),
+                ) else {
+                    return err(400, "bad_body", "client_params.id and group required");
+                };
+                if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return err(400, "bad_id", "id is not a 128-bit hex id");
                 }
-                _ => err(404, "not_found", "no such endpoint"),
-            };
-            let n = h.len();
-            st.max_holders = st.max_holders.max(n);
-            st.log.push(format!("{} {id} -> {}", r.path, out.0));
-            out
-        }));
+                let mut st = s.lock().unwrap();
+                let h = st.holders.entry(group.to_string()).or_default();
+                let out = match (r.method.as_str(), r.path.as_str()) {
+                    ("POST", "/v1/pre-reboot") if h.contains(id) => (200, json!({})),
+                    ("POST", "/v1/pre-reboot") if h.len() < slots => {
+                        h.insert(id.to_string());
+                        (200, json!({}))
+                    }
+                    ("POST", "/v1/pre-reboot") => {
+                        err(409, "failed_lock", "all reboot slots are taken")
+                    }
+                    ("POST", "/v1/steady-state") => {
+                        h.remove(id);
+                        (200, json!({}))
+                    }
+                    _ => err(404, "not_found", "no such endpoint"),
+                };
+                let n = h.len();
+                st.max_holders = st.max_holders.max(n);
+                st.log.push(format!("{} {id} -> {}", r.path, out.0));
+                out
+            }),
+        );
         FleetLockDouble { state, server }
     }
 }

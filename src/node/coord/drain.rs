@@ -123,7 +123,11 @@ mod tests {
         Pod {
             namespace: "default".into(),
             name: name.into(),
-            owner_kinds: if owner.is_empty() { vec![] } else { vec![owner.into()] },
+            owner_kinds: if owner.is_empty() {
+                vec![]
+            } else {
+                vec![owner.into()]
+            },
             mirror,
             phase: phase.into(),
         }

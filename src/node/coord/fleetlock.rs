@@ -92,7 +92,9 @@ impl FleetLock {
         // A refusal in the protocol's terms: {"kind": "...", "value": "..."}.
         // Anything else (a 404 page, a proxy error) is not a FleetLock answer.
         let v: Option<serde_json::Value> = serde_json::from_str(&text).ok();
-        let Some((kind, value)) = v.as_ref().and_then(|v| Some((v["kind"].as_str()?, v["value"].as_str()?)))
+        let Some((kind, value)) = v
+            .as_ref()
+            .and_then(|v| Some((v["kind"].as_str()?, v["value"].as_str()?)))
         else {
             let tail: String = text.chars().take(200).collect();
             bail!("FleetLock {what} at {url}: HTTP {status}, not a FleetLock reply: {tail}");
@@ -104,7 +106,10 @@ impl FleetLock {
 
 impl Coordinator for FleetLock {
     fn describe(&self) -> String {
-        format!("fleetlock: group {} at {} as {}", self.group, self.url, self.id)
+        format!(
+            "fleetlock: group {} at {} as {}",
+            self.group, self.url, self.id
+        )
     }
 
     fn acquire(&mut self, _now: u64) -> Result<Acquired> {
@@ -150,13 +155,24 @@ mod tests {
         // `systemd-id128 machine-id --app-specific=de35106b6ec24688b63afddaa156679b`
         // on a host whose /etc/machine-id is 3d1219c7c4c5404aaa1f6d2a48adfda4.
         let t = [
-            ("3d1219c7c4c5404aaa1f6d2a48adfda4", "975228d46dc94622b9bbe16671e2b58d"),
-            ("3d1219c7-c4c5-404a-aa1f-6d2a48adfda4\n", "975228d46dc94622b9bbe16671e2b58d"),
+            (
+                "3d1219c7c4c5404aaa1f6d2a48adfda4",
+                "975228d46dc94622b9bbe16671e2b58d",
+            ),
+            (
+                "3d1219c7-c4c5-404a-aa1f-6d2a48adfda4\n",
+                "975228d46dc94622b9bbe16671e2b58d",
+            ),
         ];
         for (mid, want) in t {
             assert_eq!(app_specific_id(mid, &ZINCATI_APP_ID).unwrap(), want);
         }
-        assert!(app_specific_id("xyz", &ZINCATI_APP_ID).unwrap_err().to_string().contains("not a machine id"));
+        assert!(
+            app_specific_id("xyz", &ZINCATI_APP_ID)
+                .unwrap_err()
+                .to_string()
+                .contains("not a machine id")
+        );
         assert_eq!(
             body("975228d46dc94622b9bbe16671e2b58d", "workers").to_string(),
             r#"{"client_params":{"id":"975228d46dc94622b9bbe16671e2b58d","group":"workers"}}"#

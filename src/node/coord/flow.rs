@@ -35,7 +35,14 @@ pub fn gate_reboot(ctx: &NodeCtx, cfg: &Config, target: &str) -> Result<bool> {
         return Ok(true);
     };
     println!("Reboot coordination: {}", c.describe());
-    match super::before_reboot(c.as_mut(), ctx, u, report_for(ctx), target, Phase::Rebooting)? {
+    match super::before_reboot(
+        c.as_mut(),
+        ctx,
+        u,
+        report_for(ctx),
+        target,
+        Phase::Rebooting,
+    )? {
         Go::Reboot => Ok(true),
         Go::Wait(holders) => {
             let who = if holders.is_empty() {
@@ -45,7 +52,9 @@ pub fn gate_reboot(ctx: &NodeCtx, cfg: &Config, target: &str) -> Result<bool> {
             };
             let node = super::node_name(ctx, u).unwrap_or_default();
             let delay = super::retry_delay(u.retry_seconds, &node, ctx.now());
-            println!("Update staged; waiting for a reboot slot ({who}); trying again in {delay} s.");
+            println!(
+                "Update staged; waiting for a reboot slot ({who}); trying again in {delay} s."
+            );
             schedule_retry(ctx, delay);
             Ok(false)
         }
@@ -113,7 +122,9 @@ pub fn after_health(ctx: &NodeCtx, p: &Plan) {
     });
     match r {
         Ok(phase) => println!("Reboot coordination: {}", phase.as_str()),
-        Err(e) => eprintln!("warning: reboot coordination after boot: {e:#}; the agent tries again"),
+        Err(e) => {
+            eprintln!("warning: reboot coordination after boot: {e:#}; the agent tries again")
+        }
     }
 }
 
@@ -192,10 +203,16 @@ pub fn status(ctx: &NodeCtx, cfg: &Config) -> Option<CoordStatus> {
 pub fn render(s: &CoordStatus) -> String {
     let mut out = format!(
         "Reboot coordination: {} group {} ({} at a time){}\n",
-        serde_json::to_value(s.backend).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+        serde_json::to_value(s.backend)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default(),
         s.group,
         s.max_unavailable,
-        s.describe.as_ref().map(|d| format!(" — {d}")).unwrap_or_default()
+        s.describe
+            .as_ref()
+            .map(|d| format!(" — {d}"))
+            .unwrap_or_default()
     );
     if let Some(cs) = &s.state {
         out += &format!(
@@ -229,7 +246,14 @@ pub fn lock(ctx: &NodeCtx, wait: bool) -> Result<()> {
         .context("updates.coordination is \"none\": there is no coordinator to take a slot from")?;
     let node = super::node_name(ctx, u).unwrap_or_default();
     loop {
-        match super::before_reboot(c.as_mut(), ctx, u, report_for(ctx), "maintenance", Phase::Drained)? {
+        match super::before_reboot(
+            c.as_mut(),
+            ctx,
+            u,
+            report_for(ctx),
+            "maintenance",
+            Phase::Drained,
+        )? {
             Go::Reboot => {
                 println!("Holding a slot of {}; the node is drained.", c.describe());
                 return Ok(());
@@ -238,7 +262,11 @@ pub fn lock(ctx: &NodeCtx, wait: bool) -> Result<()> {
             Go::Wait(holders) if !wait => anyhow::bail!(
                 "no free slot in group {} (held by {})",
                 u.group,
-                if holders.is_empty() { "-".into() } else { holders.join(", ") }
+                if holders.is_empty() {
+                    "-".into()
+                } else {
+                    holders.join(", ")
+                }
             ),
             Go::Wait(_) => {
                 let delay = super::retry_delay(u.retry_seconds, &node, ctx.now());

@@ -113,7 +113,10 @@ impl KubeCoordinator {
         let kc = kube::config::Kubeconfig::read_from(path)
             .with_context(|| format!("{}: cannot read the kubeconfig", path.display()))?;
         let mut config = rt
-            .block_on(kube::Config::from_custom_kubeconfig(kc, &Default::default()))
+            .block_on(kube::Config::from_custom_kubeconfig(
+                kc,
+                &Default::default(),
+            ))
             .with_context(|| format!("{}: not a usable kubeconfig", path.display()))?;
         // kube retries 429s itself, with its own backoff: an eviction refused
         // by a PodDisruptionBudget must come back to the drain loop, which
@@ -156,7 +159,10 @@ impl KubeCoordinator {
                 .block_on(api.get_opt(&name))
                 .map_err(api_error)
                 .with_context(|| {
-                    format!("reading Lease {}/{name} from {}", self.namespace, self.server)
+                    format!(
+                        "reading Lease {}/{name} from {}",
+                        self.namespace, self.server
+                    )
                 })?;
             slots.push(slot_of(&name, l.as_ref()));
             leases.push(l);
@@ -214,14 +220,19 @@ impl KubeCoordinator {
         match res {
             Ok(_) => Ok(true),
             Err(e) if conflict(&e) => Ok(false),
-            Err(e) => Err(api_error(e))
-                .with_context(|| format!("writing Lease {}/{name} on {}", self.namespace, self.server)),
+            Err(e) => Err(api_error(e)).with_context(|| {
+                format!("writing Lease {}/{name} on {}", self.namespace, self.server)
+            }),
         }
     }
 
     fn patch_node(&self, patch: serde_json::Value) -> Result<()> {
         self.rt
-            .block_on(self.nodes().patch(&self.node, &PatchParams::default(), &Patch::Merge(&patch)))
+            .block_on(self.nodes().patch(
+                &self.node,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            ))
             .map_err(api_error)
             .with_context(|| format!("patching Node {} on {}", self.node, self.server))?;
         Ok(())
@@ -248,13 +259,18 @@ impl KubeCoordinator {
             .rt
             .block_on(Api::<Pod>::all(self.client.clone()).list(&lp))
             .map_err(api_error)
-            .with_context(|| format!("listing the pods of node {} on {}", self.node, self.server))?;
+            .with_context(|| {
+                format!("listing the pods of node {} on {}", self.node, self.server)
+            })?;
         Ok(pods.items.iter().map(pod_of).collect())
     }
 
     fn evict(&self, p: &drain::Pod) -> Result<Evicted> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &p.namespace);
-        match self.rt.block_on(api.evict(&p.name, &EvictParams::default())) {
+        match self
+            .rt
+            .block_on(api.evict(&p.name, &EvictParams::default()))
+        {
             Ok(_) => Ok(Evicted::Accepted),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(Evicted::Gone),
             Err(kube::Error::Api(s)) if s.code == 429 => Ok(Evicted::Refused(s.message.clone())),
@@ -279,8 +295,15 @@ impl Coordinator for KubeCoordinator {
             if let Choice::Wait { holders } = choice {
                 return Ok(Acquired::Wait(holders));
             }
-            if let Choice::Take { from: Some(dead), index } = &choice {
-                tracing::warn!("taking over slot {index} from {dead}: not renewed for {} s", self.expiry);
+            if let Choice::Take {
+                from: Some(dead),
+                index,
+            } = &choice
+            {
+                tracing::warn!(
+                    "taking over slot {index} from {dead}: not renewed for {} s",
+                    self.expiry
+                );
             }
             if self.write(&choice, &leases, now)? {
                 let i = match choice {
@@ -299,7 +322,9 @@ impl Coordinator for KubeCoordinator {
             let mine: Vec<usize> = (0..slots.len())
                 .filter(|i| slots[*i].holder.as_deref() == Some(self.node.as_str()))
                 .collect();
-            let Some(&i) = mine.first() else { return Ok(()) };
+            let Some(&i) = mine.first() else {
+                return Ok(());
+            };
             let mut l = leases[i].clone().context("lease vanished")?;
             if let Some(s) = l.spec.as_mut() {
                 s.holder_identity = None;
@@ -307,7 +332,10 @@ impl Coordinator for KubeCoordinator {
                 s.acquire_time = None;
             }
             let name = &slots[i].name;
-            match self.rt.block_on(self.leases().replace(name, &PostParams::default(), &l)) {
+            match self
+                .rt
+                .block_on(self.leases().replace(name, &PostParams::default(), &l))
+            {
                 Ok(_) => tracing::info!("released slot {name}"),
                 Err(e) if conflict(&e) => continue,
                 Err(e) => {
@@ -348,10 +376,19 @@ impl Coordinator for KubeCoordinator {
             let remaining = drain::classify(&pods).0;
             let elapsed = start.elapsed().as_millis() as u64;
             match drain::next(&remaining, &refused, elapsed, timeout_s * 1000, round) {
-                Next::Done => return Ok(Drained::Done { evicted: evicted.into_iter().collect() }),
-                Next::Again { retry_ms } => std::thread::sleep(std::time::Duration::from_millis(retry_ms)),
+                Next::Done => {
+                    return Ok(Drained::Done {
+                        evicted: evicted.into_iter().collect(),
+                    });
+                }
+                Next::Again { retry_ms } => {
+                    std::thread::sleep(std::time::Duration::from_millis(retry_ms))
+                }
                 Next::GiveUp { blocking } => {
-                    return Ok(Drained::TimedOut(format!("after {timeout_s} s: {}", blocking.join("; "))));
+                    return Ok(Drained::TimedOut(format!(
+                        "after {timeout_s} s: {}",
+                        blocking.join("; ")
+                    )));
                 }
             }
         }
@@ -395,7 +432,10 @@ mod tests {
             last_error: None,
         };
         let p = report_patch(&r);
-        assert_eq!(p["metadata"]["labels"]["keelson.dev/phase"], "waiting-for-slot");
+        assert_eq!(
+            p["metadata"]["labels"]["keelson.dev/phase"],
+            "waiting-for-slot"
+        );
         let a = &p["metadata"]["annotations"];
         assert_eq!(a["keelson.dev/staged-version"], "2");
         // null removes the annotation in a merge patch.
@@ -412,7 +452,11 @@ mod tests {
         .unwrap();
         let s = slot_of("keelson-default-0", Some(&l));
         assert_eq!(
-            (s.resource_version.as_deref(), s.holder.as_deref(), s.renewed),
+            (
+                s.resource_version.as_deref(),
+                s.holder.as_deref(),
+                s.renewed
+            ),
             (Some("7"), Some("n1"), Some(1_796_119_200))
         );
         assert!(!slot_of("x", None).exists());
@@ -424,6 +468,13 @@ mod tests {
         }))
         .unwrap();
         let d = pod_of(&p);
-        assert_eq!((d.key(), d.owner_kinds, d.mirror), ("logging/fluent".to_string(), vec!["DaemonSet".to_string()], false));
+        assert_eq!(
+            (d.key(), d.owner_kinds, d.mirror),
+            (
+                "logging/fluent".to_string(),
+                vec!["DaemonSet".to_string()],
+                false
+            )
+        );
     }
 }

@@ -10,8 +10,8 @@
 //! functions ([`slots::choose`], [`drain::next`], [`after_boot_plan`]).
 
 pub mod drain;
-pub mod flow;
 pub mod fleetlock;
+pub mod flow;
 pub mod kube;
 pub mod policy;
 pub mod slots;
@@ -222,7 +222,10 @@ pub fn before_reboot(
 pub enum BootOutcome {
     Healthy,
     /// GRUB fell back; this commit is now blocked.
-    RolledBack { failed: String, reason: String },
+    RolledBack {
+        failed: String,
+        reason: String,
+    },
     /// Unhealthy: the slot stays held (another attempt or an operator).
     Unhealthy(String),
 }
@@ -290,7 +293,8 @@ pub fn after_boot(
 
 /// Read a one-line file (host name, machine id) through the context.
 pub fn read_line(path: &std::path::Path) -> Result<String> {
-    let s = fs_err::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let s =
+        fs_err::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let s = s.trim().to_string();
     anyhow::ensure!(!s.is_empty(), "{}: empty", path.display());
     Ok(s)
@@ -337,7 +341,11 @@ mod tests {
         ];
         for (o, (release, phase, err)) in t {
             let p = after_boot_plan(&o);
-            assert_eq!((p.uncordon_and_release, p.phase, p.last_error), (release, phase, err), "{o:?}");
+            assert_eq!(
+                (p.uncordon_and_release, p.phase, p.last_error),
+                (release, phase, err),
+                "{o:?}"
+            );
         }
     }
 

@@ -116,13 +116,13 @@ mod tests {
         let now = 10_000;
         let t: Vec<(Vec<Slot>, Choice)> = vec![
             (vec![missing(), missing()], Choice::Create(0)),
-            (
-                vec![slot(Some("a"), now), missing()],
-                Choice::Create(1),
-            ),
+            (vec![slot(Some("a"), now), missing()], Choice::Create(1)),
             (
                 vec![slot(Some("a"), now), slot(None, 0)],
-                Choice::Take { index: 1, from: None },
+                Choice::Take {
+                    index: 1,
+                    from: None,
+                },
             ),
             // Ours already: renew, even when a free one exists (recursive).
             (
