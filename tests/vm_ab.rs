@@ -163,11 +163,42 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
     let v2 = derive(&repo, &reference, &o2, "12.1", gpg);
     publish(&repo, &reference, &v2, &www, gpg);
     let v3 = derive(&repo, &reference, &o3, "12.2", gpg);
-    std::fs::copy(
-        manifest().join("tests/fixtures/ab/step.sh"),
-        www.join("step.sh"),
-    )
-    .unwrap();
+    // The Kubernetes API TEST DOUBLE the node's agent coordinates through
+    // (no kube-apiserver exists here): the node "ab-node" with a pod of a
+    // ReplicaSet, one of a DaemonSet and a mirror pod.
+    let api = common::doubles::KubeDouble::start("127.0.0.1:0");
+    {
+        let mut st = api.state.lock().unwrap();
+        st.add_node("ab-node", false);
+        st.add_pod(
+            "default",
+            "web-ab",
+            "ab-node",
+            "ReplicaSet",
+            serde_json::json!({"app": "web"}),
+            false,
+        );
+        st.add_pod(
+            "kube-system",
+            "proxy-ab",
+            "ab-node",
+            "DaemonSet",
+            serde_json::json!({}),
+            false,
+        );
+        st.add_pod(
+            "kube-system",
+            "static-ab",
+            "ab-node",
+            "",
+            serde_json::json!({}),
+            true,
+        );
+        st.handoff_to = Some("other-node".into());
+    }
+    let step = std::fs::read_to_string(manifest().join("tests/fixtures/ab/step.sh")).unwrap();
+    let step = step.replace("@KUBECONFIG@", api.kubeconfig("10.0.2.2").trim_end());
+    std::fs::write(www.join("step.sh"), step).unwrap();
     let server = LoggingServer::start_on(&www, &format!("127.0.0.1:{port}"));
     let mut hits: Vec<Vec<Hit>> = Vec::new();
     let mut logs: Vec<String> = Vec::new();
@@ -291,6 +322,8 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
         "{unsigned}"
     );
 
+    check_coordination(&api, &logs, &ctx);
+
     // The upgrade v1 → v2 (first boot) went through the static delta: its
     // superblock and part were served, and the commit's content objects were
     // not fetched one by one again (libostree 2022.7's double download).
@@ -374,4 +407,85 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// The fleet reboot of the second v1 → v2: slot, cordon, eviction, reboot,
+/// health, uncordon, release — in the double's log and on the Node; then
+/// the v3 update waits for the slot another node holds.
+fn check_coordination(api: &common::doubles::KubeDouble, logs: &[String], ctx: &str) {
+    let st = api.state.lock().unwrap();
+    let log = st.log.join("\n");
+    let at = |what: &str| {
+        st.log
+            .iter()
+            .position(|l| l == what)
+            .unwrap_or_else(|| panic!("{what:?} not in the double's log:\n{log}\n{ctx}"))
+    };
+    let order = [
+        at("lease keelson-ab-0 holder=ab-node"),
+        at("phase ab-node draining"),
+        at("cordon ab-node"),
+        at("evict default/web-ab"),
+        at("phase ab-node rebooting"),
+        at("phase ab-node verifying"),
+        at("uncordon ab-node"),
+        at("lease keelson-ab-0 holder="),
+        at("lease keelson-ab-0 holder=other-node"),
+        at("phase ab-node idle"),
+        at("phase ab-node waiting-for-slot"),
+    ];
+    assert!(
+        order.windows(2).all(|w| w[0] < w[1]),
+        "out of order {order:?}:\n{log}"
+    );
+    assert!(
+        !log.contains("evict kube-system/"),
+        "DaemonSet or mirror pod evicted:\n{log}"
+    );
+    assert_eq!(
+        st.node("ab-node")["spec"]["unschedulable"],
+        false,
+        "left cordoned"
+    );
+    assert_eq!(
+        st.annotation("ab-node", "keelson.dev/booted-version")
+            .as_deref(),
+        Some("12.1")
+    );
+    assert_eq!(
+        st.annotation("ab-node", "keelson.dev/staged-version")
+            .as_deref(),
+        Some("12.2")
+    );
+    assert_eq!(
+        st.node("ab-node")["metadata"]["labels"]["keelson.dev/phase"],
+        "waiting-for-slot"
+    );
+    assert_eq!(st.holder_of("keelson-ab-0").as_deref(), Some("other-node"));
+    let boot = logs
+        .iter()
+        .find(|l| l.contains("AB-BOOT release=2 phase=again-v2"))
+        .unwrap_or_else(|| panic!("no coordinated v2 boot:\n{ctx}"));
+    let lines = |tag: &str| {
+        boot.lines()
+            .filter(|l| l.contains(tag))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let waited = lines("AB-COORD-WAIT ");
+    assert!(
+        waited.contains("waiting for a reboot slot (held by other-node)"),
+        "{waited}"
+    );
+    let status = lines("AB-COORD-STATUS2 ");
+    assert!(
+        status.contains("Phase: waiting-for-slot") && status.contains("Slots held by: other-node"),
+        "{status}"
+    );
+    assert!(
+        boot.contains("AB-COORD-STAGED"),
+        "v3 not staged while waiting"
+    );
+    let before = lines("AB-COORD-STATUS ");
+    assert!(before.contains("Phase: idle"), "{before}");
 }

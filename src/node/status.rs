@@ -274,7 +274,7 @@ pub fn describe_fetch(f: &super::fetch::Fetched) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::config::{RebootPolicy, Updates, Window};
+    use super::super::config::{RebootPolicy, Window};
     use super::super::fetch::Fetched;
     use super::{describe_fetch, describe_updates};
 

@@ -166,6 +166,9 @@ pub struct KubeState {
     pub log: Vec<String>,
     pub max_holders: usize,
     pub conflicts: usize,
+    /// Another node waiting for a slot: the moment a holder gives one
+    /// back, this name takes it (its compare-and-swap arrives first).
+    pub handoff_to: Option<String>,
 }
 
 impl KubeState {
@@ -397,7 +400,7 @@ fn lease_create(st: &mut KubeState, ns: &str, r: &Request) -> (u16, Value) {
 fn lease_update(st: &mut KubeState, ns: &str, name: &str, r: &Request) -> (u16, Value) {
     let mut l: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     let key = (ns.to_string(), name.to_string());
-    let Some(cur) = st.leases.get(&key) else {
+    let Some(cur) = st.leases.get(&key).cloned() else {
         return status(
             404,
             "NotFound",

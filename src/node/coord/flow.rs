@@ -116,15 +116,27 @@ pub fn after_health(ctx: &NodeCtx, p: &Plan) {
     let Some(outcome) = outcome_of(p, report.booted_commit.as_deref().unwrap_or("")) else {
         return;
     };
-    let r = super::open(ctx, &cfg.updates).and_then(|c| {
-        let mut c = c.context("no coordinator")?;
-        super::after_boot(c.as_mut(), ctx, &outcome, report)
-    });
-    match r {
-        Ok(phase) => println!("Reboot coordination: {}", phase.as_str()),
-        Err(e) => {
-            eprintln!("warning: reboot coordination after boot: {e:#}; the agent tries again")
+    // Right after boot the network may not be up yet: a few tries, then
+    // leave it to the agent's next run (`settle`).
+    let mut last = None;
+    for attempt in 0..6 {
+        if attempt > 0 {
+            std::thread::sleep(std::time::Duration::from_secs(5));
         }
+        let r = super::open(ctx, &cfg.updates).and_then(|c| {
+            let mut c = c.context("no coordinator")?;
+            super::after_boot(c.as_mut(), ctx, &outcome, report.clone())
+        });
+        match r {
+            Ok(phase) => {
+                println!("Reboot coordination: {}", phase.as_str());
+                return;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    if let Some(e) = last {
+        eprintln!("warning: reboot coordination after boot: {e:#}; the agent tries again");
     }
 }
 
