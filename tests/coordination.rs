@@ -500,3 +500,94 @@ fn rbac_manifests_grant_what_the_agent_calls() {
         Some(defaults.namespace.as_str())
     );
 }
+
+/// The agent is a oneshot that may be killed at any point: SIGKILL in the
+/// middle of a drain leaves the slot held and the node cordoned, as the
+/// state file says; the next run holds the same slot (recursive) and
+/// finishes; unlock then leaves nothing behind.
+#[test]
+fn killed_mid_drain_then_resumed() {
+    let d = tempfile::tempdir().unwrap();
+    let api = KubeDouble::start("127.0.0.1:0");
+    let kc = d.path().join("kubeconfig");
+    std::fs::write(&kc, api.kubeconfig("127.0.0.1")).unwrap();
+    {
+        let mut st = api.state.lock().unwrap();
+        st.add_node("k", false);
+        st.add_pod(
+            "prod",
+            "db-0",
+            "k",
+            "StatefulSet",
+            json!({"app": "db"}),
+            false,
+        );
+        st.pdbs.push(Pdb {
+            namespace: "prod".into(),
+            label: ("app".into(), "db".into()),
+            min_available: 1,
+        });
+    }
+    let n = SimNode::new(
+        d.path(),
+        "k",
+        &kube_fragment(&kc, "k", 2, "drain_timeout_seconds = 120"),
+    );
+    let mut child = n
+        .cmd(&["lock"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !api
+        .state
+        .lock()
+        .unwrap()
+        .log
+        .iter()
+        .any(|l| l == "refuse prod/db-0")
+    {
+        assert!(
+            start.elapsed().as_secs() < 30,
+            "the drain never reached the PDB"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    {
+        let st = api.state.lock().unwrap();
+        assert_eq!(st.holder_of("keelson-workers-0").as_deref(), Some("k"));
+        assert_eq!(st.node("k")["spec"]["unschedulable"], true);
+        assert_eq!(
+            st.annotation("k", "keelson.dev/phase").as_deref(),
+            Some("draining")
+        );
+    }
+    assert_eq!(n.state()["coordination"]["holding"], true);
+    // The budget allows it now; the resumed run keeps slot 0, takes no other.
+    api.state.lock().unwrap().pdbs.clear();
+    let o = n.cmd(&["lock"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = n.cmd(&["unlock"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let st = api.state.lock().unwrap();
+    assert_eq!(st.holder_of("keelson-workers-0"), None);
+    assert!(
+        !st.leases
+            .keys()
+            .any(|(_, name)| name == "keelson-workers-1"),
+        "a second slot was taken: {:?}",
+        st.log
+    );
+    assert_eq!(
+        st.log.iter().filter(|l| *l == "cordon k").count(),
+        1,
+        "{:?}",
+        st.log
+    );
+    assert!(st.log.contains(&"evict prod/db-0".to_string()));
+    assert_eq!(st.node("k")["spec"]["unschedulable"], false);
+    assert_eq!(n.state()["coordination"]["holding"], false);
+}

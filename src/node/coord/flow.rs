@@ -298,3 +298,104 @@ pub fn unlock(ctx: &NodeCtx) -> Result<()> {
     println!("Released: the node is schedulable and holds no slot.");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::state::{Blocked, Health, State};
+
+    fn plan(action: Action, ok: bool, blocked: Option<&str>, health_ok: bool) -> Plan {
+        let mut state = State {
+            last_health: Some(Health {
+                commit: "b".into(),
+                version: None,
+                ok: health_ok,
+                reasons: if health_ok {
+                    vec![]
+                } else {
+                    vec!["kubelet: down".into()]
+                },
+                time: 1,
+            }),
+            ..Default::default()
+        };
+        if let Some(c) = blocked {
+            state.block(Blocked {
+                commit: c.into(),
+                version: None,
+                reason: "health check failed: x".into(),
+                time: 1,
+            });
+        }
+        Plan {
+            action,
+            state,
+            mark_good: false,
+            finish_fallback: false,
+            messages: vec![],
+            ok,
+        }
+    }
+
+    #[test]
+    fn outcome_table() {
+        let t = [
+            (
+                plan(Action::MarkGood, true, None, true),
+                Some(BootOutcome::Healthy),
+            ),
+            (
+                plan(Action::Report, true, None, true),
+                Some(BootOutcome::Healthy),
+            ),
+            // On trial and unhealthy: GRUB gets another attempt; the slot stays.
+            (plan(Action::Reboot, false, None, false), None),
+            (
+                plan(Action::Report, false, None, false),
+                Some(BootOutcome::Unhealthy("kubelet: down".into())),
+            ),
+            (
+                plan(Action::FinishFallback, true, Some("bad"), true),
+                Some(BootOutcome::RolledBack {
+                    failed: "bad".into(),
+                    reason: "health check failed: x".into(),
+                }),
+            ),
+        ];
+        for (p, want) in t {
+            assert_eq!(outcome_of(&p, "b"), want, "{:?}", p.action);
+        }
+    }
+
+    #[test]
+    fn status_lines() {
+        let mut s = CoordStatus {
+            backend: Backend::Kubernetes,
+            group: "workers".into(),
+            max_unavailable: 2,
+            describe: None,
+            state: Some(CoordState {
+                phase: Phase::WaitingForSlot,
+                ..Default::default()
+            }),
+            holders: Some(vec!["n1".into(), "n2".into()]),
+            error: None,
+        };
+        let out = render(&s);
+        assert!(
+            out.starts_with("Reboot coordination: kubernetes group workers (2 at a time)\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("  Phase: waiting-for-slot\n  Waiting for a slot"),
+            "{out}"
+        );
+        assert!(out.contains("  Slots held by: n1, n2\n"), "{out}");
+        s.holders = None;
+        s.error = Some("connection refused".into());
+        assert!(render(&s).contains("  Slots: unknown (connection refused)\n"));
+        s.backend = Backend::Fleetlock;
+        s.error = None;
+        assert!(render(&s).contains("the backend does not say who holds them"));
+    }
+}
