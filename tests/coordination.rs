@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::doubles::{FleetLockDouble, KubeDouble, Pdb};
+use common::doubles::{FleetLockDouble, KubeDouble};
 use serde_json::json;
 
 fn keelson() -> Command {
@@ -92,6 +92,14 @@ fn run_cycles(nodes: &[SimNode], script: &str) -> Vec<String> {
         .collect()
 }
 
+/// The Kubernetes API double and a kubeconfig for it in `dir`.
+fn kube_double(dir: &Path) -> (KubeDouble, PathBuf) {
+    let api = KubeDouble::start("127.0.0.1:0");
+    let kc = dir.join("kubeconfig");
+    std::fs::write(&kc, api.kubeconfig("127.0.0.1")).unwrap();
+    (api, kc)
+}
+
 fn kube_fragment(kubeconfig: &Path, name: &str, max: u32, extra: &str) -> String {
     format!(
         "[updates]\ncoordination = \"kubernetes\"\ngroup = \"workers\"\nmax_unavailable = {max}\nretry_seconds = 1\n{extra}\n[updates.kubernetes]\nkubeconfig = \"{}\"\nnamespace = \"keelson-system\"\nnode_name = \"{name}\"\n",
@@ -112,9 +120,7 @@ fn text(o: &Output) -> String {
 #[test]
 fn twenty_nodes_three_slots_kubernetes() {
     let d = tempfile::tempdir().unwrap();
-    let api = KubeDouble::start("127.0.0.1:0");
-    let kc = d.path().join("kubeconfig");
-    std::fs::write(&kc, api.kubeconfig("127.0.0.1")).unwrap();
+    let (api, kc) = kube_double(d.path());
     let mut nodes = Vec::new();
     {
         let mut st = api.state.lock().unwrap();
@@ -206,9 +212,7 @@ fn twenty_nodes_three_slots_kubernetes() {
 fn race_for_the_last_slot() {
     for round in 0..5 {
         let d = tempfile::tempdir().unwrap();
-        let api = KubeDouble::start("127.0.0.1:0");
-        let kc = d.path().join("kubeconfig");
-        std::fs::write(&kc, api.kubeconfig("127.0.0.1")).unwrap();
+        let (api, kc) = kube_double(d.path());
         let nodes: Vec<SimNode> = ["a", "b"]
             .iter()
             .map(|n| {
@@ -260,9 +264,7 @@ fn race_for_the_last_slot() {
 #[test]
 fn takeover_of_a_dead_holder_and_operator_cordon() {
     let d = tempfile::tempdir().unwrap();
-    let api = KubeDouble::start("127.0.0.1:0");
-    let kc = d.path().join("kubeconfig");
-    std::fs::write(&kc, api.kubeconfig("127.0.0.1")).unwrap();
+    let (api, kc) = kube_double(d.path());
     let lease = |holder: &str, renewed: &str| {
         json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
                "metadata": {"name": "keelson-workers-0", "namespace": "keelson-system", "resourceVersion": "1"},
@@ -321,20 +323,11 @@ fn takeover_of_a_dead_holder_and_operator_cordon() {
 #[test]
 fn drain_blocked_by_a_pdb_gives_up() {
     let d = tempfile::tempdir().unwrap();
-    let api = KubeDouble::start("127.0.0.1:0");
-    let kc = d.path().join("kubeconfig");
-    std::fs::write(&kc, api.kubeconfig("127.0.0.1")).unwrap();
+    let (api, kc) = kube_double(d.path());
     {
         let mut st = api.state.lock().unwrap();
         st.add_node("db-node", false);
-        st.add_pod(
-            "prod",
-            "db-0",
-            "db-node",
-            "StatefulSet",
-            json!({"app": "db"}),
-            false,
-        );
+        st.add_guarded_pod("db-node");
         st.add_pod(
             "prod",
             "web-0",
@@ -343,11 +336,6 @@ fn drain_blocked_by_a_pdb_gives_up() {
             json!({"app": "web"}),
             false,
         );
-        st.pdbs.push(Pdb {
-            namespace: "prod".into(),
-            label: ("app".into(), "db".into()),
-            min_available: 1,
-        });
     }
     let n = SimNode::new(
         d.path(),
@@ -509,25 +497,11 @@ fn rbac_manifests_grant_what_the_agent_calls() {
 #[test]
 fn killed_mid_drain_then_resumed() {
     let d = tempfile::tempdir().unwrap();
-    let api = KubeDouble::start("127.0.0.1:0");
-    let kc = d.path().join("kubeconfig");
-    std::fs::write(&kc, api.kubeconfig("127.0.0.1")).unwrap();
+    let (api, kc) = kube_double(d.path());
     {
         let mut st = api.state.lock().unwrap();
         st.add_node("k", false);
-        st.add_pod(
-            "prod",
-            "db-0",
-            "k",
-            "StatefulSet",
-            json!({"app": "db"}),
-            false,
-        );
-        st.pdbs.push(Pdb {
-            namespace: "prod".into(),
-            label: ("app".into(), "db".into()),
-            min_available: 1,
-        });
+        st.add_guarded_pod("k");
     }
     let n = SimNode::new(
         d.path(),

@@ -246,6 +246,24 @@ impl KubeState {
         );
     }
 
+    /// A database pod `prod/db-0` on `node` whose PodDisruptionBudget
+    /// (minAvailable 1 of one pod) refuses every eviction.
+    pub fn add_guarded_pod(&mut self, node: &str) {
+        self.add_pod(
+            "prod",
+            "db-0",
+            node,
+            "StatefulSet",
+            json!({"app": "db"}),
+            false,
+        );
+        self.pdbs.push(Pdb {
+            namespace: "prod".into(),
+            label: ("app".into(), "db".into()),
+            min_available: 1,
+        });
+    }
+
     pub fn node(&self, name: &str) -> Value {
         self.nodes.get(name).cloned().unwrap_or(Value::Null)
     }
@@ -298,54 +316,37 @@ impl KubeDouble {
     }
 }
 
+fn not_found(what: &str, name: &str) -> (u16, Value) {
+    status(404, "NotFound", &format!("{what} \"{name}\" not found"))
+}
+
 fn route(st: &mut KubeState, r: &Request) -> (u16, Value) {
     let seg: Vec<&str> = r.path.trim_matches('/').split('/').collect();
-    match (r.method.as_str(), seg.as_slice()) {
-        (
-            "GET",
-            [
-                "apis",
-                "coordination.k8s.io",
-                "v1",
-                "namespaces",
-                ns,
-                "leases",
-                name,
-            ],
-        ) => match st.leases.get(&(ns.to_string(), name.to_string())) {
-            Some(l) => (200, l.clone()),
-            None => status(
-                404,
-                "NotFound",
-                &format!("leases.coordination.k8s.io \"{name}\" not found"),
-            ),
-        },
-        (
-            "POST",
-            [
-                "apis",
-                "coordination.k8s.io",
-                "v1",
-                "namespaces",
-                ns,
-                "leases",
-            ],
-        ) => lease_create(st, ns, r),
-        (
-            "PUT",
-            [
-                "apis",
-                "coordination.k8s.io",
-                "v1",
-                "namespaces",
-                ns,
-                "leases",
-                name,
-            ],
-        ) => lease_update(st, ns, name, r),
+    let m = r.method.as_str();
+    if let [
+        "apis",
+        "coordination.k8s.io",
+        "v1",
+        "namespaces",
+        ns,
+        "leases",
+        rest @ ..,
+    ] = seg.as_slice()
+    {
+        return match (m, rest) {
+            ("GET", [name]) => match st.leases.get(&(ns.to_string(), name.to_string())) {
+                Some(l) => (200, l.clone()),
+                None => not_found("leases.coordination.k8s.io", name),
+            },
+            ("POST", []) => lease_create(st, ns, r),
+            ("PUT", [name]) => lease_update(st, ns, name, r),
+            _ => not_found("route", &r.path),
+        };
+    }
+    match (m, seg.as_slice()) {
         ("GET", ["api", "v1", "nodes", name]) => match st.nodes.get(*name) {
             Some(n) => (200, n.clone()),
-            None => status(404, "NotFound", &format!("nodes \"{name}\" not found")),
+            None => not_found("nodes", name),
         },
         ("PATCH", ["api", "v1", "nodes", name]) => node_patch(st, name, r),
         ("GET", ["api", "v1", "pods"]) => {
@@ -364,11 +365,7 @@ fn route(st: &mut KubeState, r: &Request) -> (u16, Value) {
             )
         }
         ("POST", ["api", "v1", "namespaces", ns, "pods", name, "eviction"]) => evict(st, ns, name),
-        _ => status(
-            404,
-            "NotFound",
-            &format!("the double does not serve {} {}", r.method, r.path),
-        ),
+        _ => not_found("route", &r.path),
     }
 }
 
@@ -401,11 +398,7 @@ fn lease_update(st: &mut KubeState, ns: &str, name: &str, r: &Request) -> (u16, 
     let mut l: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     let key = (ns.to_string(), name.to_string());
     let Some(cur) = st.leases.get(&key).cloned() else {
-        return status(
-            404,
-            "NotFound",
-            &format!("leases.coordination.k8s.io \"{name}\" not found"),
-        );
+        return not_found("leases.coordination.k8s.io", name);
     };
     let sent = l["metadata"]["resourceVersion"].as_str().map(String::from);
     if sent.is_some() && sent.as_deref() != cur["metadata"]["resourceVersion"].as_str() {
@@ -440,7 +433,7 @@ fn node_patch(st: &mut KubeState, name: &str, r: &Request) -> (u16, Value) {
     let patch: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     let rv = st.next_rv();
     let Some(n) = st.nodes.get_mut(name) else {
-        return status(404, "NotFound", &format!("nodes \"{name}\" not found"));
+        return not_found("nodes", name);
     };
     let before = n["spec"]["unschedulable"].as_bool().unwrap_or(false);
     merge_patch(n, &patch);
@@ -462,7 +455,7 @@ fn node_patch(st: &mut KubeState, name: &str, r: &Request) -> (u16, Value) {
 fn evict(st: &mut KubeState, ns: &str, name: &str) -> (u16, Value) {
     let key = (ns.to_string(), name.to_string());
     let Some(pod) = st.pods.get(&key).cloned() else {
-        return status(404, "NotFound", &format!("pods \"{name}\" not found"));
+        return not_found("pods", name);
     };
     if st.terminating.contains_key(&key) {
         return (
