@@ -566,3 +566,34 @@ fn killed_mid_drain_then_resumed() {
     assert_eq!(st.node("k")["spec"]["unschedulable"], false);
     assert_eq!(n.state()["coordination"]["holding"], false);
 }
+
+/// A node name the cluster does not know: a clear error, and the slot it
+/// took is given back at once (it must not block the group).
+#[test]
+fn unknown_node_gives_the_slot_back() {
+    let d = tempfile::tempdir().unwrap();
+    let (api, kc) = kube_double(d.path());
+    let n = SimNode::new(d.path(), "ghost", &kube_fragment(&kc, "ghost", 1, ""));
+    let o = n.cmd(&["lock"]).output().unwrap();
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("draining the node") && out.contains("Node ghost does not exist"),
+        "{out}"
+    );
+    let st = api.state.lock().unwrap();
+    assert!(
+        st.log
+            .contains(&"lease keelson-workers-0 holder=ghost".to_string()),
+        "{:?}",
+        st.log
+    );
+    assert_eq!(st.holder_of("keelson-workers-0"), None, "{:?}", st.log);
+    assert_eq!(n.state()["coordination"]["phase"], "staged");
+    assert!(
+        n.state()["coordination"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("drain failed")
+    );
+}

@@ -226,24 +226,34 @@ impl KubeCoordinator {
         }
     }
 
-    fn patch_node(&self, patch: serde_json::Value) -> Result<()> {
+    /// Merge-patch the Node; Ok(false) when it does not exist (yet).
+    fn patch_node(&self, patch: serde_json::Value) -> Result<bool> {
+        let pp = PatchParams::default();
+        match self
+            .rt
+            .block_on(self.nodes().patch(&self.node, &pp, &Patch::Merge(&patch)))
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(api_error(e))
+                .with_context(|| format!("patching Node {} on {}", self.node, self.server)),
+        }
+    }
+
+    fn get_node(&self) -> Result<Option<Node>> {
         self.rt
-            .block_on(self.nodes().patch(
-                &self.node,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            ))
+            .block_on(self.nodes().get_opt(&self.node))
             .map_err(api_error)
-            .with_context(|| format!("patching Node {} on {}", self.node, self.server))?;
-        Ok(())
+            .with_context(|| format!("reading Node {} from {}", self.node, self.server))
     }
 
     fn cordon(&self) -> Result<()> {
-        let n = self
-            .rt
-            .block_on(self.nodes().get(&self.node))
-            .map_err(api_error)
-            .with_context(|| format!("reading Node {} from {}", self.node, self.server))?;
+        let n = self.get_node()?.with_context(|| {
+            format!(
+                "Node {} does not exist on {} (is updates.kubernetes.node_name right?)",
+                self.node, self.server
+            )
+        })?;
         let unschedulable = n.spec.and_then(|s| s.unschedulable).unwrap_or(false);
         if !unschedulable {
             // Marked as ours, so the uncordon never undoes an operator's cordon.
@@ -396,11 +406,9 @@ impl Coordinator for KubeCoordinator {
     }
 
     fn uncordon(&mut self) -> Result<()> {
-        let n = self
-            .rt
-            .block_on(self.nodes().get(&self.node))
-            .map_err(api_error)
-            .with_context(|| format!("reading Node {} from {}", self.node, self.server))?;
+        let Some(n) = self.get_node()? else {
+            return Ok(());
+        };
         let ours = n
             .metadata
             .annotations
@@ -414,7 +422,15 @@ impl Coordinator for KubeCoordinator {
     }
 
     fn report(&mut self, r: &Report) -> Result<()> {
-        self.patch_node(report_patch(r))
+        if !self.patch_node(report_patch(r))? {
+            // Before the kubelet registers the node there is nothing to annotate.
+            tracing::warn!(
+                "Node {} not found on {}: state not published",
+                self.node,
+                self.server
+            );
+        }
+        Ok(())
     }
 }
 

@@ -148,6 +148,40 @@ pub enum Go {
     GaveUp(String),
 }
 
+/// Enter `phase`: the state file first (a kill after this still knows),
+/// then the fleet's view.
+fn enter(
+    c: &mut dyn Coordinator,
+    ctx: &NodeCtx,
+    cs: &mut CoordState,
+    report: &mut Report,
+    phase: Phase,
+) -> Result<()> {
+    cs.phase = phase;
+    cs.since = ctx.now();
+    cs.last_error = report.last_error.clone();
+    let mut st = ctx.load_state()?;
+    st.coordination = Some(cs.clone());
+    ctx.save_state(&st)?;
+    report.phase = phase;
+    c.report(report)
+}
+
+/// Undo a round that will not reboot: uncordon, release, say why.
+fn give_back(
+    c: &mut dyn Coordinator,
+    ctx: &NodeCtx,
+    cs: &mut CoordState,
+    report: &mut Report,
+    why: &str,
+) -> Result<()> {
+    c.uncordon()?;
+    c.release()?;
+    cs.holding = false;
+    report.last_error = Some(why.to_string());
+    enter(c, ctx, cs, report, Phase::Staged)
+}
+
 /// The slot, cordon and drain before a reboot into `target`.
 pub fn before_reboot(
     c: &mut dyn Coordinator,
@@ -157,63 +191,41 @@ pub fn before_reboot(
     target: &str,
     reboot_phase: Phase,
 ) -> Result<Go> {
-    let mut st = ctx.load_state()?;
-    let mut cs = st.coordination.clone().unwrap_or_default();
+    let mut cs = ctx.load_state()?.coordination.unwrap_or_default();
     cs.backend = Some(u.coordination);
     cs.group = u.group.clone();
     cs.target = Some(target.to_string());
-    let enter = |cs: &mut CoordState, phase: Phase| {
-        cs.phase = phase;
-        cs.since = ctx.now();
-    };
     match c.acquire(ctx.now())? {
         Acquired::Wait(holders) => {
-            enter(&mut cs, Phase::WaitingForSlot);
             cs.holders = holders.clone();
-            st.coordination = Some(cs);
-            ctx.save_state(&st)?;
-            report.phase = Phase::WaitingForSlot;
-            c.report(&report)?;
+            enter(c, ctx, &mut cs, &mut report, Phase::WaitingForSlot)?;
             return Ok(Go::Wait(holders));
         }
         Acquired::Held(slot) => {
             tracing::info!("holding slot {slot} of {}", c.describe());
             cs.holding = true;
             cs.holders.clear();
-            enter(&mut cs, Phase::Draining);
         }
     }
-    // Saved before the drain: a kill from here on still knows it holds a slot.
-    st.coordination = Some(cs.clone());
-    ctx.save_state(&st)?;
-    report.phase = Phase::Draining;
-    c.report(&report)?;
-    let drained = c.drain(u.drain_timeout_seconds)?;
-    if let Drained::TimedOut(why) = &drained
-        && u.on_drain_timeout == OnDrainTimeout::GiveUp
-    {
-        let why = format!("drain gave up, not rebooting: {why}");
-        c.uncordon()?;
-        c.release()?;
-        cs.holding = false;
-        cs.last_error = Some(why.clone());
-        enter(&mut cs, Phase::Staged);
-        st.coordination = Some(cs);
-        ctx.save_state(&st)?;
-        report.phase = Phase::Staged;
-        report.last_error = Some(why.clone());
-        c.report(&report)?;
-        return Ok(Go::GaveUp(why));
-    }
+    enter(c, ctx, &mut cs, &mut report, Phase::Draining)?;
+    let drained = match c.drain(u.drain_timeout_seconds) {
+        Ok(d) => d,
+        Err(e) => {
+            // Never keep a slot for a node that is not going to reboot.
+            let why = format!("drain failed, not rebooting: {e:#}");
+            give_back(c, ctx, &mut cs, &mut report, &why)?;
+            return Err(e.context("draining the node"));
+        }
+    };
     if let Drained::TimedOut(why) = &drained {
+        if u.on_drain_timeout == OnDrainTimeout::GiveUp {
+            let why = format!("drain gave up, not rebooting: {why}");
+            give_back(c, ctx, &mut cs, &mut report, &why)?;
+            return Ok(Go::GaveUp(why));
+        }
         report.last_error = Some(format!("drain timed out, rebooting anyway: {why}"));
     }
-    cs.last_error = report.last_error.clone();
-    enter(&mut cs, reboot_phase);
-    st.coordination = Some(cs);
-    ctx.save_state(&st)?;
-    report.phase = reboot_phase;
-    c.report(&report)?;
+    enter(c, ctx, &mut cs, &mut report, reboot_phase)?;
     Ok(Go::Reboot)
 }
 
