@@ -597,3 +597,34 @@ fn unknown_node_gives_the_slot_back() {
             .contains("drain failed")
     );
 }
+
+/// The double's hand-off (another node waiting for the slot takes it the
+/// moment it is given back), as the VM tier uses it: the next lock waits.
+#[test]
+fn released_slot_taken_by_a_waiting_node() {
+    let d = tempfile::tempdir().unwrap();
+    let (api, kc) = kube_double(d.path());
+    api.state.lock().unwrap().add_node("h", false);
+    api.state.lock().unwrap().handoff_to = Some("other-node".into());
+    let n = SimNode::new(d.path(), "h", &kube_fragment(&kc, "h", 1, ""));
+    for verb in ["lock", "unlock"] {
+        let o = n.cmd(&[verb]).output().unwrap();
+        assert!(o.status.success(), "{verb}: {}", text(&o));
+    }
+    let o = n.cmd(&["lock"]).output().unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("held by other-node"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(n.state()["coordination"]["phase"], "waiting-for-slot");
+    let st = api.state.lock().unwrap();
+    assert_eq!(
+        st.holder_of("keelson-workers-0").as_deref(),
+        Some("other-node")
+    );
+    assert_eq!(
+        st.annotation("h", "keelson.dev/phase").as_deref(),
+        Some("waiting-for-slot")
+    );
+}

@@ -413,12 +413,25 @@ fn lease_update(st: &mut KubeState, ns: &str, name: &str, r: &Request) -> (u16, 
         );
     }
     l["metadata"]["resourceVersion"] = json!(st.next_rv());
-    st.log.push(format!(
-        "lease {name} holder={}",
-        l["spec"]["holderIdentity"].as_str().unwrap_or("")
-    ));
-    st.leases.insert(key, l.clone());
+    let holder = l["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    st.log.push(format!("lease {name} holder={holder}"));
+    st.leases.insert(key.clone(), l.clone());
     st.max_holders = st.max_holders.max(st.holders());
+    let released = holder.is_empty()
+        && cur["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty());
+    if let Some(other) = st.handoff_to.take_if(|_| released) {
+        let mut taken = l.clone();
+        taken["spec"]["holderIdentity"] = json!(other);
+        taken["spec"]["renewTime"] = json!(jiff::Timestamp::now().to_string());
+        taken["metadata"]["resourceVersion"] = json!(st.next_rv());
+        st.log.push(format!("lease {name} holder={other}"));
+        st.leases.insert(key, taken);
+    }
     (200, l)
 }
 
