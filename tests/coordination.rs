@@ -627,4 +627,23 @@ fn released_slot_taken_by_a_waiting_node() {
         st.annotation("h", "keelson.dev/phase").as_deref(),
         Some("waiting-for-slot")
     );
+    drop(st);
+    // Handed back after a while: the waiting node gets it.
+    api.state.lock().unwrap().handoff_to = Some("brief-node".into());
+    api.state.lock().unwrap().handoff_for = Some(std::time::Duration::from_secs(1));
+    api.state.lock().unwrap().leases.clear();
+    for verb in ["lock", "unlock"] {
+        let o = n.cmd(&[verb]).output().unwrap();
+        assert!(o.status.success(), "{verb}: {}", text(&o));
+    }
+    let o = n.cmd(&["lock", "--wait"]).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        api.state
+            .lock()
+            .unwrap()
+            .holder_of("keelson-workers-0")
+            .as_deref(),
+        Some("h")
+    );
 }

@@ -195,6 +195,7 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
             true,
         );
         st.handoff_to = Some("other-node".into());
+        st.handoff_for = Some(std::time::Duration::from_secs(20));
     }
     let step = std::fs::read_to_string(manifest().join("tests/fixtures/ab/step.sh")).unwrap();
     let step = step.replace("@KUBECONFIG@", api.kubeconfig("10.0.2.2").trim_end());
@@ -322,7 +323,7 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
         "{unsigned}"
     );
 
-    check_coordination(&api, &logs, &ctx);
+    check_coordination(&api, &logs, &v3, &ctx);
 
     // The upgrade v1 → v2 (first boot) went through the static delta: its
     // superblock and part were served, and the commit's content objects were
@@ -411,33 +412,46 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
 
 /// The fleet reboot of the second v1 → v2: slot, cordon, eviction, reboot,
 /// health, uncordon, release — in the double's log and on the Node; then
-/// the v3 update waits for the slot another node holds.
-fn check_coordination(api: &common::doubles::KubeDouble, logs: &[String], ctx: &str) {
+/// the v3 update waits for the slot another node holds, takes it once that
+/// node is done, and after v3's failed trial and GRUB's fallback gives it
+/// back with the node marked blocked.
+fn check_coordination(api: &common::doubles::KubeDouble, logs: &[String], v3: &str, ctx: &str) {
     let st = api.state.lock().unwrap();
     let log = st.log.join("\n");
-    let at = |what: &str| {
-        st.log
+    let mut from = 0;
+    let mut next = |what: &str| {
+        let i = st.log[from..]
             .iter()
             .position(|l| l == what)
-            .unwrap_or_else(|| panic!("{what:?} not in the double's log:\n{log}\n{ctx}"))
+            .unwrap_or_else(|| {
+                panic!("{what:?} not in the double's log after line {from}:\n{log}\n{ctx}")
+            });
+        from += i + 1;
     };
-    let order = [
-        at("lease keelson-ab-0 holder=ab-node"),
-        at("phase ab-node draining"),
-        at("cordon ab-node"),
-        at("evict default/web-ab"),
-        at("phase ab-node rebooting"),
-        at("phase ab-node verifying"),
-        at("uncordon ab-node"),
-        at("lease keelson-ab-0 holder="),
-        at("lease keelson-ab-0 holder=other-node"),
-        at("phase ab-node idle"),
-        at("phase ab-node waiting-for-slot"),
-    ];
-    assert!(
-        order.windows(2).all(|w| w[0] < w[1]),
-        "out of order {order:?}:\n{log}"
-    );
+    for what in [
+        "lease keelson-ab-0 holder=ab-node",
+        "phase ab-node draining",
+        "cordon ab-node",
+        "evict default/web-ab",
+        "phase ab-node rebooting",
+        "phase ab-node verifying",
+        "uncordon ab-node",
+        "lease keelson-ab-0 holder=",
+        "lease keelson-ab-0 holder=other-node",
+        "phase ab-node idle",
+        "phase ab-node waiting-for-slot",
+        "lease keelson-ab-0 holder=",
+        "lease keelson-ab-0 holder=ab-node",
+        "phase ab-node draining",
+        "cordon ab-node",
+        "phase ab-node rebooting",
+        "phase ab-node verifying",
+        "uncordon ab-node",
+        "lease keelson-ab-0 holder=",
+        "phase ab-node blocked",
+    ] {
+        next(what);
+    }
     assert!(
         !log.contains("evict kube-system/"),
         "DaemonSet or mirror pod evicted:\n{log}"
@@ -453,15 +467,17 @@ fn check_coordination(api: &common::doubles::KubeDouble, logs: &[String], ctx: &
         Some("12.1")
     );
     assert_eq!(
-        st.annotation("ab-node", "keelson.dev/staged-version")
-            .as_deref(),
-        Some("12.2")
-    );
-    assert_eq!(
         st.node("ab-node")["metadata"]["labels"]["keelson.dev/phase"],
-        "waiting-for-slot"
+        "blocked"
     );
-    assert_eq!(st.holder_of("keelson-ab-0").as_deref(), Some("other-node"));
+    let err = st
+        .annotation("ab-node", "keelson.dev/last-error")
+        .unwrap_or_default();
+    assert!(
+        err.contains(&format!("rolled back from {v3}")) && err.contains("vmtest-fail"),
+        "{err}"
+    );
+    assert_eq!(st.holder_of("keelson-ab-0"), None, "slot left held");
     let boot = logs
         .iter()
         .find(|l| l.contains("AB-BOOT release=2 phase=again-v2"))
@@ -486,6 +502,14 @@ fn check_coordination(api: &common::doubles::KubeDouble, logs: &[String], ctx: &
         boot.contains("AB-COORD-STAGED"),
         "v3 not staged while waiting"
     );
-    let before = lines("AB-COORD-STATUS ");
-    assert!(before.contains("Phase: idle"), "{before}");
+    assert!(
+        lines("AB-COORD-STATUS ").contains("Phase: idle"),
+        "{}",
+        lines("AB-COORD-STATUS ")
+    );
+    assert!(
+        lines("AB-COORD-AGENT2 ").contains("holding slot keelson-ab-0"),
+        "{}",
+        lines("AB-COORD-AGENT2 ")
+    );
 }

@@ -169,6 +169,9 @@ pub struct KubeState {
     /// Another node waiting for a slot: the moment a holder gives one
     /// back, this name takes it (its compare-and-swap arrives first).
     pub handoff_to: Option<String>,
+    /// How long that node keeps the slot before giving it back (None: for ever).
+    pub handoff_for: Option<Duration>,
+    handback: Option<((String, String), Instant)>,
 }
 
 impl KubeState {
@@ -179,6 +182,15 @@ impl KubeState {
 
     fn purge(&mut self) {
         let now = Instant::now();
+        if let Some((key, _)) = self.handback.take_if(|(_, at)| *at <= now) {
+            let rv = self.next_rv();
+            if let Some(l) = self.leases.get_mut(&key) {
+                l["spec"]["holderIdentity"] = Value::Null;
+                l["spec"]["renewTime"] = Value::Null;
+                l["metadata"]["resourceVersion"] = json!(rv);
+                self.log.push(format!("lease {} holder=", key.1));
+            }
+        }
         let gone: Vec<_> = self
             .terminating
             .iter()
@@ -430,7 +442,8 @@ fn lease_update(st: &mut KubeState, ns: &str, name: &str, r: &Request) -> (u16, 
         taken["spec"]["renewTime"] = json!(jiff::Timestamp::now().to_string());
         taken["metadata"]["resourceVersion"] = json!(st.next_rv());
         st.log.push(format!("lease {name} holder={other}"));
-        st.leases.insert(key, taken);
+        st.leases.insert(key.clone(), taken);
+        st.handback = st.handoff_for.map(|d| (key, Instant::now() + d));
     }
     (200, l)
 }

@@ -253,8 +253,16 @@ pub struct AfterBoot {
 /// Pure: what follows `outcome`. The slot goes back only on a healthy boot
 /// or after a rollback; an unhealthy boot keeps it, so the rest of the
 /// fleet does not follow this node into a bad update.
-pub fn after_boot_plan(outcome: &BootOutcome) -> AfterBoot {
+/// A node `blocked` by an earlier rollback stays blocked through later
+/// healthy boots (its update is still the bad one) until a new update moves
+/// it on.
+pub fn after_boot_plan(outcome: &BootOutcome, before: &CoordState) -> AfterBoot {
     match outcome {
+        BootOutcome::Healthy if before.phase == Phase::Blocked && !before.holding => AfterBoot {
+            uncordon_and_release: true,
+            phase: Phase::Blocked,
+            last_error: before.last_error.clone(),
+        },
         BootOutcome::Healthy => AfterBoot {
             uncordon_and_release: true,
             phase: Phase::Idle,
@@ -282,11 +290,14 @@ pub fn after_boot(
     outcome: &BootOutcome,
     mut report: Report,
 ) -> Result<Phase> {
-    let plan = after_boot_plan(outcome);
     let mut st = ctx.load_state()?;
     let mut cs = st.coordination.clone().unwrap_or_default();
-    report.phase = Phase::Verifying;
-    c.report(&report)?;
+    let plan = after_boot_plan(outcome, &cs);
+    if cs.holding {
+        // Back from an update's reboot: the fleet sees it being verified.
+        report.phase = Phase::Verifying;
+        c.report(&report)?;
+    }
     if plan.uncordon_and_release {
         c.uncordon()?;
         c.release()?;
@@ -351,14 +362,38 @@ mod tests {
                 ),
             ),
         ];
+        let idle = CoordState::default();
         for (o, (release, phase, err)) in t {
-            let p = after_boot_plan(&o);
+            let p = after_boot_plan(&o, &idle);
             assert_eq!(
                 (p.uncordon_and_release, p.phase, p.last_error),
                 (release, phase, err),
                 "{o:?}"
             );
         }
+    }
+
+    #[test]
+    fn blocked_stays_blocked_until_a_new_update() {
+        let blocked = CoordState {
+            phase: Phase::Blocked,
+            last_error: Some("rolled back from abc: x".into()),
+            ..Default::default()
+        };
+        let p = after_boot_plan(&BootOutcome::Healthy, &blocked);
+        assert_eq!(
+            (p.phase, p.last_error.as_deref()),
+            (Phase::Blocked, Some("rolled back from abc: x"))
+        );
+        // Holding a slot again means a new update was taken through: it settles.
+        let moving = CoordState {
+            holding: true,
+            ..blocked
+        };
+        assert_eq!(
+            after_boot_plan(&BootOutcome::Healthy, &moving).phase,
+            Phase::Idle
+        );
     }
 
     #[test]
