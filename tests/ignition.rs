@@ -33,7 +33,47 @@ fn shipped_examples_are_valid() {
             n += 1;
         }
     }
-    assert!(n >= 1, "no examples in {}", dir.display());
+    assert!(n >= 2, "no examples in {}", dir.display());
+}
+
+/// The keelson configuration fragments the examples drop are valid
+/// keelson configuration (each parsed on its own, as a node would).
+#[test]
+fn example_fragments_are_valid_keelson_config() {
+    let dir = manifest().join("examples/ignition");
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        let cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        for f in cfg["storage"]["files"].as_array().into_iter().flatten() {
+            let path = f["path"].as_str().unwrap();
+            if !path.starts_with("/etc/keelson/config.d/") {
+                continue;
+            }
+            let src = f["contents"]["source"].as_str().unwrap();
+            let text = percent_decode(src.strip_prefix("data:,").unwrap());
+            keelson::node::config::from_fragments(&[(path.to_string(), text)])
+                .unwrap_or_else(|e| panic!("{}: {path}: {e:#}", p.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected fragments in the examples");
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
 }
 
 #[test]
