@@ -51,29 +51,13 @@ fn example_fragments_are_valid_keelson_config() {
                 continue;
             }
             let src = f["contents"]["source"].as_str().unwrap();
-            let text = percent_decode(src.strip_prefix("data:,").unwrap());
+            let text = common::percent_decode(src.strip_prefix("data:,").unwrap());
             keelson::node::config::from_fragments(&[(path.to_string(), text)])
                 .unwrap_or_else(|e| panic!("{}: {path}: {e:#}", p.display()));
             n += 1;
         }
     }
     assert!(n >= 2, "expected fragments in the examples");
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            out.push(u8::from_str_radix(&s[i + 1..i + 3], 16).unwrap());
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 #[test]

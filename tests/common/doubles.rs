@@ -26,22 +26,9 @@ pub struct Request {
 
 type Handler = Arc<dyn Fn(&Request) -> (u16, Value) + Send + Sync>;
 
+/// A query-string component: '+' is a space, then percent-decoding.
 fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    super::percent_decode(&s.replace('+', " "))
 }
 
 fn read_request(conn: &std::net::TcpStream) -> Option<Request> {
