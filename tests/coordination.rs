@@ -636,6 +636,14 @@ fn released_slot_taken_by_a_waiting_node() {
         let o = n.cmd(&[verb]).output().unwrap();
         assert!(o.status.success(), "{verb}: {}", text(&o));
     }
+    // Not on a timer: only after a node has been seen waiting.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let o = n.cmd(&["lock"]).output().unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("held by brief-node"),
+        "{}",
+        text(&o)
+    );
     let o = n.cmd(&["lock", "--wait"]).output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(

@@ -156,8 +156,10 @@ pub struct KubeState {
     /// Another node waiting for a slot: the moment a holder gives one
     /// back, this name takes it (its compare-and-swap arrives first).
     pub handoff_to: Option<String>,
-    /// How long that node keeps the slot before giving it back (None: for ever).
+    /// That node gives the slot back this long after a node has reported
+    /// `waiting-for-slot` (None: it keeps it).
     pub handoff_for: Option<Duration>,
+    handed: Option<(String, String)>,
     handback: Option<((String, String), Instant)>,
 }
 
@@ -430,7 +432,7 @@ fn lease_update(st: &mut KubeState, ns: &str, name: &str, r: &Request) -> (u16, 
         taken["metadata"]["resourceVersion"] = json!(st.next_rv());
         st.log.push(format!("lease {name} holder={other}"));
         st.leases.insert(key.clone(), taken);
-        st.handback = st.handoff_for.map(|d| (key, Instant::now() + d));
+        st.handed = Some(key);
     }
     (200, l)
 }
@@ -461,6 +463,11 @@ fn node_patch(st: &mut KubeState, name: &str, r: &Request) -> (u16, Value) {
     }
     if let Some(p) = patch["metadata"]["annotations"]["keelson.dev/phase"].as_str() {
         st.log.push(format!("phase {name} {p}"));
+        if p == "waiting-for-slot"
+            && let (Some(d), Some(key)) = (st.handoff_for, st.handed.take())
+        {
+            st.handback = Some((key, Instant::now() + d));
+        }
     }
     (200, n)
 }
