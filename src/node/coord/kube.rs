@@ -122,6 +122,10 @@ impl KubeCoordinator {
         // by a PodDisruptionBudget must come back to the drain loop, which
         // retries against the drain timeout.
         config.default_retry = false;
+        // An API server that accepts and never answers must not hang the
+        // agent (which holds the sysroot lock meanwhile).
+        config.read_timeout = Some(std::time::Duration::from_secs(60));
+        config.reset_reader_on_write = true;
         let server = config.cluster_url.to_string();
         // The client spawns its request buffer's task onto this runtime.
         let _guard = rt.enter();
