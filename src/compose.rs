@@ -10,7 +10,7 @@ use crate::backend::deb::DebBackend;
 use crate::commit::{self, metadata, version};
 use crate::inputhash::{self, Blob};
 use crate::postprocess;
-use crate::treefile::Treefile;
+use crate::treefile::{CheckPasswd, Treefile};
 use crate::util::fsutil::write_atomic;
 use crate::util::progress::step;
 
@@ -145,6 +145,7 @@ struct Planned {
     resolved: Vec<crate::backend::Package>,
     hash: String,
     next_version: Option<String>,
+    layers: Vec<commit::layers::Layer>,
 }
 
 pub fn run(opts: &Options) -> Result<Outcome> {
@@ -190,6 +191,8 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 
 /// Resolve the packages and compute the inputhash and the next version.
 fn plan(opts: &Options, tf: Treefile, scratch: &Path) -> Result<Planned> {
+    tf.check_backend(&opts.treefile.display().to_string())?;
+    let layers = commit::layers::resolve(&opts.repo, &tf)?;
     let backend = DebBackend::new(&tf)?;
     let agent = std::env::current_exe().context("locating the keelson binary")?;
     let previous = match commit::open_existing(&opts.repo)? {
@@ -197,17 +200,25 @@ fn plan(opts: &Options, tf: Treefile, scratch: &Path) -> Result<Planned> {
         None => None,
     };
     let resolved = step("resolving packages", || backend.resolve(scratch))?;
-    let blobs = blobs_for(&tf, &agent)?;
+    let mut blobs = blobs_for(&tf, &agent)?;
+    for l in &layers {
+        blobs.push((
+            format!("{}:{}", l.field, l.ref_),
+            l.checksum.clone().into_bytes(),
+        ));
+    }
     let blob_refs: Vec<Blob> = blobs
         .iter()
         .map(|(l, b)| Blob { label: l, bytes: b })
         .collect();
     let hash = inputhash::inputhash(&tf.canonical_json(), &blob_refs, &resolved);
-    let next_version = tf
-        .automatic_version_prefix
-        .as_deref()
-        .map(|p| version::next_version(p, previous.as_ref().and_then(|p| p.version.as_deref())));
+    let next_version = tf.automatic_version_prefix.as_deref().map(|p| {
+        let suffix = tf.automatic_version_suffix.as_deref().unwrap_or(".");
+        let prev = previous.as_ref().and_then(|p| p.version.as_deref());
+        version::next_version(p, suffix, prev)
+    });
     Ok(Planned {
+        layers,
         tf,
         backend,
         agent,
@@ -273,6 +284,11 @@ fn build_and_commit(opts: &Options, p: &Planned, scratch: &Path) -> Result<(Stri
             unpredicted.join(", ")
         );
     }
+    if !p.layers.is_empty() {
+        step("ostree-layers", || {
+            commit::layers::apply(&opts.repo, &rootfs, scratch, &p.layers)
+        })?;
+    }
     let tree = crate::util::tree::Tree::open(&rootfs)?;
     postprocess::run(&postprocess::Ctx {
         root: &rootfs,
@@ -328,10 +344,15 @@ fn commit_tree(
                 subject: &subject,
                 timestamp,
                 threads: crate::util::threads(opts.threads),
-                gpg: opts.gpg_sign.as_deref().map(|key_id| commit::GpgSign {
-                    key_id,
-                    homedir: opts.gpg_homedir.as_deref(),
-                }),
+                // --gpg-sign wins over the treefile's gpg-key.
+                gpg: opts
+                    .gpg_sign
+                    .as_deref()
+                    .or(tf.gpg_key.as_deref())
+                    .map(|key_id| commit::GpgSign {
+                        key_id,
+                        homedir: opts.gpg_homedir.as_deref(),
+                    }),
             },
         )
     })?;
@@ -347,24 +368,43 @@ fn commit_tree(
 }
 
 /// With `preserve-passwd` (the default), the previous commit's passwd and
-/// group seed the new tree so ids stay stable across composes.
+/// group seed the new tree so ids stay stable across composes; a
+/// `check-passwd`/`check-groups` of type `file` seeds from that file
+/// instead (rpm-ostree's rule).
 fn passwd_seed(
     tf: &Treefile,
     previous: Option<&commit::Previous>,
     scratch: &Path,
 ) -> Result<Option<PathBuf>> {
-    let Some((passwd, group)) =
-        previous.and_then(|p| Some((p.passwd.as_ref()?, p.group.as_ref()?)))
-    else {
-        return Ok(None);
-    };
     if !tf.preserve_passwd.get() {
+        return Ok(None);
+    }
+    let pick = |check: &Option<CheckPasswd>, prev: Option<&String>| -> Result<Option<String>> {
+        match check {
+            Some(CheckPasswd::File { filename }) => {
+                let p = tf.basedir.join(filename);
+                Ok(Some(fs_err::read_to_string(&p).with_context(|| {
+                    format!(
+                        "{}: cannot read (check-passwd/check-groups file)",
+                        p.display()
+                    )
+                })?))
+            }
+            _ => Ok(prev.cloned()),
+        }
+    };
+    let passwd = pick(&tf.check_passwd, previous.and_then(|p| p.passwd.as_ref()))?;
+    let group = pick(&tf.check_groups, previous.and_then(|p| p.group.as_ref()))?;
+    if passwd.is_none() && group.is_none() {
         return Ok(None);
     }
     let dir = scratch.join("passwd-seed");
     fs_err::create_dir_all(&dir)?;
-    fs_err::write(dir.join("passwd"), passwd)?;
-    fs_err::write(dir.join("group"), group)?;
+    for (name, text) in [("passwd", passwd), ("group", group)] {
+        if let Some(t) = text {
+            fs_err::write(dir.join(name), t)?;
+        }
+    }
     Ok(Some(dir))
 }
 

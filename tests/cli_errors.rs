@@ -67,6 +67,8 @@ fn bad_treefiles_fail_before_writing_anything() {
         ),
         ("json.json", r#"{"ref":"r","#, "json.json: invalid JSON"),
     ];
+    // add-files sources exist, so each case has exactly the one error
+    std::fs::write(p.join("x"), "x").unwrap();
     for (name, text, want) in cases {
         let tf = p.join(name);
         std::fs::write(&tf, text).unwrap();
@@ -178,7 +180,9 @@ fn print_only_output_reads_back_to_the_same_treefile() {
     ] {
         for e in std::fs::read_dir(root.join(dir)).unwrap() {
             let p = e.unwrap().path();
-            if p.extension().is_some_and(|x| x == "json") {
+            if p.extension()
+                .is_some_and(|x| x == "json" || x == "yaml" || x == "yml")
+            {
                 files.push(p);
             }
         }
@@ -221,4 +225,71 @@ fn print_only_output_reads_back_to_the_same_treefile() {
         checked += 1;
     }
     assert!(checked >= 4, "{checked} of {files:?}");
+}
+
+/// Every error of a treefile and its includes in one run, one line each,
+/// then a non-zero exit with nothing written.
+#[test]
+fn all_errors_in_one_run() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    std::fs::write(
+        p.join("top.yaml"),
+        "ref: r\ninclude: part.json\npakages: [a]\ninstall-langs-comment: fine\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.join("part.json"),
+        r#"{"recommends":"no","remove-files":["/x"],"packages-amd64":["b"],"packages-arm":["c"]}"#,
+    )
+    .unwrap();
+    let repo = p.join("repo");
+    let (ok, stderr) = compose(&p.join("top.yaml"), &repo);
+    assert!(!ok);
+    let lines: Vec<&str> = stderr.trim().lines().collect();
+    assert!(lines[0].contains("top.yaml: 4 errors"), "{stderr}");
+    for want in [
+        "top.yaml: pakages: unknown field `pakages`; did you mean `packages`?",
+        "part.json: recommends: invalid type",
+        "part.json: remove-files[0]: \"/x\" must be relative",
+        "part.json: packages-arm: unknown architecture \"arm\"",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(want)),
+            "missing {want}:\n{stderr}"
+        );
+    }
+    assert!(!repo.exists(), "nothing written");
+}
+
+/// A compose on the deb backend refuses RPM-only fields (all of them, each
+/// with its reason) before any package work; `--print-only` flattens them.
+#[test]
+fn rpm_only_fields_are_refused_by_a_deb_compose() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let tf = p.join("fedora-ish.json");
+    std::fs::write(
+        &tf,
+        r#"{"ref":"r","repos":["fedora","updates"],"rpmdb":"target","packages":["a"]}"#,
+    )
+    .unwrap();
+    let repo = p.join("repo");
+    let (ok, stderr) = compose(&tf, &repo);
+    assert!(!ok);
+    assert!(
+        stderr.contains(
+            "fedora-ish.json: repos: RPM repositories need an rpm backend; Debian sources go in `deb`"
+        ) && stderr.contains("fedora-ish.json: rpmdb: the RPM database needs an rpm backend"),
+        "{stderr}"
+    );
+    assert!(!repo.exists(), "nothing written");
+    let out = Command::new(env!("CARGO_BIN_EXE_keelson"))
+        .args(["compose", "--print-only", "--repo", "/nonexistent/repo"])
+        .arg(&tf)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["repos"], serde_json::json!(["fedora", "updates"]));
 }

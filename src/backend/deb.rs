@@ -107,7 +107,7 @@ impl DebBackend {
     /// Install into `rootfs` (which must not exist). Downloaded .debs are
     /// synchronised with `debcache` when given, so a recompose downloads
     /// nothing new. `passwd_seed` is a directory holding the previous
-    /// commit's `passwd` and `group`: placed in /etc before any package is
+    /// commit's `passwd` and `group` (or either, from a check-passwd file): placed in /etc before any package is
     /// unpacked, so existing system users keep their ids and new ones get
     /// free ids (base-passwd keeps an existing /etc/passwd; the passwd
     /// package's pwconv creates the matching shadow entries).
@@ -119,10 +119,15 @@ impl DebBackend {
     ) -> Result<Vec<Package>> {
         let mut c = self.base_cmd();
         if let Some(seed) = passwd_seed {
-            c = c.arg("--setup-hook=mkdir -p \"$1\"/etc").arg(format!(
-                "--setup-hook=copy-in {0}/passwd {0}/group /etc",
-                seed.display()
-            ));
+            let files: Vec<String> = ["passwd", "group"]
+                .iter()
+                .map(|f| seed.join(f))
+                .filter(|p| p.is_file())
+                .map(|p| p.display().to_string())
+                .collect();
+            c = c
+                .arg("--setup-hook=mkdir -p \"$1\"/etc")
+                .arg(format!("--setup-hook=copy-in {} /etc", files.join(" ")));
         }
         // Debian's kernel postinst would build a host-only initramfs that is
         // both wrong and wasted time (~20 s): dracut's kernel hook skips it
@@ -188,12 +193,19 @@ fn apt_opts(tf: &Treefile) -> Vec<String> {
     )]
 }
 
+/// dpkg filters: `install-langs` first: the documentation excludes come after, so they
+/// win for man pages (dpkg applies the last matching filter).
+fn dpkg_opts(tf: &Treefile) -> Vec<String> {
+    let mut out = crate::treefile::compat::install_langs_dpkg_opts(&tf.install_langs);
+    if !tf.documentation.get() {
+        out.extend(documentation_excludes());
+    }
+    out
+}
+
 /// Documentation filters as dpkg path-excludes (copyright files stay: they
 /// are licences, not docs).
-fn dpkg_opts(tf: &Treefile) -> Vec<String> {
-    if tf.documentation.get() {
-        return vec![];
-    }
+fn documentation_excludes() -> Vec<String> {
     [
         "path-exclude=/usr/share/man/*",
         "path-exclude=/usr/share/info/*",

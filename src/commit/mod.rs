@@ -2,6 +2,7 @@
 //! transaction, the ref moved only when the commit is complete, explicit
 //! timestamp so equal inputs give an equal commit checksum.
 
+pub mod layers;
 pub mod metadata;
 pub mod parallel;
 pub mod version;

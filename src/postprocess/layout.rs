@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use super::{Ctx, users, var};
-use crate::treefile::CheckPasswdKind;
+use crate::treefile::{CheckPasswd, IdEntry};
 use crate::util::fsutil::{empty_dir, remove_any, symlink_replace};
 
 /// Where the dpkg database travels with /usr.
@@ -128,36 +128,91 @@ pub fn sysusers(ctx: &Ctx) -> Result<()> {
     };
     let passwd = users::parse_passwd("etc/passwd", &read("etc/passwd")?)?;
     let group = users::parse_group("etc/group", &read("etc/group")?)?;
-    if ctx.tf.check_passwd_kind() == CheckPasswdKind::Previous
-        && let Some(prev) = &ctx.previous_passwd
-    {
-        let prev = users::parse_passwd("previous commit usr/etc/passwd", prev)?;
-        users::check_ids(
+    let tf = ctx.tf;
+    let missing: Vec<&str> = tf
+        .etc_group_members
+        .iter()
+        .filter(|m| !group.iter().any(|g| &&g.name == m))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "etc-group-members: no such group in the tree's /etc/group: {}",
+            missing.join(", ")
+        );
+    }
+    let checks = [
+        (
             "check-passwd",
             "user",
-            &users::user_ids(&prev),
-            &users::user_ids(&passwd),
-            &ctx.tf.ignore_removed_users,
-        )?;
-    }
-    if ctx.tf.check_groups_kind() == CheckPasswdKind::Previous
-        && let Some(prev) = &ctx.previous_group
-    {
-        let prev = users::parse_group("previous commit usr/etc/group", prev)?;
-        users::check_ids(
+            &tf.check_passwd,
+            &ctx.previous_passwd,
+        ),
+        (
             "check-groups",
             "group",
-            &users::group_ids(&prev),
-            &users::group_ids(&group),
-            &ctx.tf.ignore_removed_groups,
-        )?;
+            &tf.check_groups,
+            &ctx.previous_group,
+        ),
+    ];
+    for (field, what, check, previous) in checks {
+        let users = what == "user";
+        let Some((source, expected)) = reference(ctx, check.as_ref(), previous.as_deref(), users)?
+        else {
+            continue;
+        };
+        let (current, ignore) = if users {
+            (users::user_ids(&passwd), &tf.ignore_removed_users)
+        } else {
+            (users::group_ids(&group), &tf.ignore_removed_groups)
+        };
+        let c = users::Check {
+            field,
+            what,
+            source: &source,
+        };
+        users::check_ids(&c, &expected, &current, ignore)?;
     }
     ctx.mkdirs("usr/lib/sysusers.d")?;
     ctx.tree.write(
         "usr/lib/sysusers.d/keelson-compose.conf",
-        users::render_sysusers(&passwd, &group).as_bytes(),
+        users::render_sysusers(&passwd, &group, &tf.etc_group_members).as_bytes(),
     )?;
     Ok(())
+}
+
+/// The ids a `check-passwd`/`check-groups` compares against (default:
+/// the previous commit's), with a label for messages; `None` to skip.
+fn reference(
+    ctx: &Ctx,
+    check: Option<&CheckPasswd>,
+    previous: Option<&str>,
+    users: bool,
+) -> Result<Option<(String, Vec<(String, IdEntry)>)>> {
+    let parse = |label: &str, text: &str| -> Result<Vec<(String, IdEntry)>> {
+        Ok(if users {
+            users::expected_users(&users::parse_passwd(label, text)?)
+        } else {
+            users::expected_groups(&users::parse_group(label, text)?)
+        })
+    };
+    Ok(match check.unwrap_or(&CheckPasswd::Previous) {
+        CheckPasswd::None => None,
+        CheckPasswd::Previous => match previous {
+            Some(text) => Some(("previous commit".into(), parse("previous commit", text)?)),
+            None => None,
+        },
+        CheckPasswd::File { filename } => {
+            let path = ctx.tf.basedir.join(filename);
+            let text = fs::read_to_string(&path)?;
+            let label = format!("file {filename}");
+            Some((label, parse(&path.display().to_string(), &text)?))
+        }
+        CheckPasswd::Data { entries } => Some((
+            "treefile data".into(),
+            entries.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        )),
+    })
 }
 
 /// The dpkg database must travel with /usr (it describes /usr); /var keeps

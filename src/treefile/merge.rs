@@ -59,6 +59,26 @@ impl Merge for Map<String, Value> {
     }
 }
 
+/// A map's string value (`repovars`): the includer wins.
+impl Merge for String {
+    fn merge(self, includer: Self) -> Self {
+        includer
+    }
+}
+
+/// A field kept as JSON (`Fragment::extra`): rpm-ostree's rule for its
+/// shape: lists concatenate (the included items first), maps union with
+/// the includer winning, scalars: the includer wins.
+impl Merge for Value {
+    fn merge(self, includer: Self) -> Self {
+        match (self, includer) {
+            (Value::Array(a), Value::Array(b)) => Value::Array(a.merge(b)),
+            (Value::Object(a), Value::Object(b)) => Value::Object(a.merge(b)),
+            (_, b) => b,
+        }
+    }
+}
+
 impl Merge for super::fragment::VarValue {
     fn merge(self, includer: Self) -> Self {
         includer
@@ -102,7 +122,7 @@ pub fn merge(included: Fragment, includer: Fragment) -> Fragment {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::treefile::fragment::parse;
+    use crate::treefile::parse::parse;
 
     fn m(included: &str, includer: &str) -> Fragment {
         merge(

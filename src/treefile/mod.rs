@@ -1,20 +1,29 @@
-//! Treefiles: rpm-ostree's JSON format, read with includes merged, variables
-//! substituted and defaults filled in, into one immutable [`Treefile`].
+//! Treefiles: rpm-ostree's format (JSON or YAML), read with includes
+//! merged, variables substituted and defaults filled in, into one immutable
+//! [`Treefile`]. Every error in the treefile and its includes is reported
+//! in one run; nothing is composed from a treefile with errors.
 
+pub mod compat;
+pub mod fields;
 pub mod fragment;
+mod load;
 pub mod merge;
+pub mod parse;
 pub mod vars;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::Value;
 
-pub use fragment::{Backend, CheckPasswdKind, DebSource, Fragment};
+pub use fragment::{Backend, CheckPasswd, CheckPasswdKind, DebSource, Fragment, IdEntry};
 
 /// Includes deeper than this are almost certainly a mistake.
 const MAX_INCLUDE_DEPTH: usize = 32;
+
+/// At most this many errors are printed; the rest are counted.
+const MAX_ERRORS: usize = 50;
 
 /// The architecture name treefiles use (`basearch`, `packages-<arch>`).
 pub fn basearch() -> &'static str {
@@ -33,6 +42,9 @@ pub struct Treefile {
     /// The finalised fragment: what `--print-only` prints.
     pub flat: Fragment,
     pub basedir: PathBuf,
+    /// Warnings from reading it (comment-free retired keys, deprecations),
+    /// one line each; logged by [`Treefile::load`].
+    pub warnings: Vec<String>,
 }
 
 impl std::ops::Deref for Treefile {
@@ -43,16 +55,45 @@ impl std::ops::Deref for Treefile {
 }
 
 impl Treefile {
-    /// Read `path` and everything it includes.
+    /// Read `path` and everything it includes. Every error found is in the
+    /// returned error, one line each (file, field, message).
     pub fn load(path: &Path) -> Result<Self> {
+        let t = Self::load_quiet(path)?;
+        for w in &t.warnings {
+            tracing::warn!("{w}");
+        }
+        Ok(t)
+    }
+
+    /// [`Treefile::load`] without logging the warnings.
+    pub fn load_quiet(path: &Path) -> Result<Self> {
         let top = path
             .canonicalize()
             .with_context(|| format!("{}: cannot open treefile", path.display()))?;
         let basedir = top.parent().expect("a file has a parent").to_path_buf();
-        let mut seen = BTreeSet::new();
-        let mut stack = Vec::new();
-        let frag = load_recursive(&top, &basedir, &mut seen, &mut stack)?;
-        finalize(frag, basedir, &path.display().to_string())
+        let mut l = load::Loader::new(basedir.clone());
+        let frag = l.file(&top, &mut BTreeMap::new());
+        let shown = path.display().to_string();
+        let mut errors = l.errors;
+        let t = frag
+            .filter(|_| !l.incomplete)
+            .map(|f| finalize(f, basedir, &shown, &mut errors));
+        if !errors.is_empty() {
+            return Err(error_report(&shown, errors));
+        }
+        let mut t = t.expect("no errors means a fragment");
+        t.warnings = l.warnings;
+        Ok(t)
+    }
+
+    /// What a compose on the deb backend cannot honour, all at once.
+    pub fn check_backend(&self, shown: &str) -> Result<()> {
+        let errors = compat::backend_errors(shown, &self.flat);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(error_report(shown, errors))
+        }
     }
 
     /// Canonical JSON: keys in struct order, sets sorted, unset keys left
@@ -73,6 +114,9 @@ impl Treefile {
             if m.get("deb").is_some_and(is_unset) {
                 m.remove("deb");
             }
+            for (k, x) in &self.flat.extra {
+                m.insert(k.clone(), x.clone());
+            }
         }
         v
     }
@@ -88,8 +132,31 @@ impl Treefile {
         if let Some(p) = &s.postprocess_script {
             files.push(self.basedir.join(p));
         }
+        for c in [&s.check_passwd, &s.check_groups] {
+            if let Some(CheckPasswd::File { filename }) = c {
+                files.push(self.basedir.join(filename));
+            }
+        }
         files
     }
+}
+
+/// One error, or all of them (capped) under a count.
+fn error_report(shown: &str, mut errors: Vec<String>) -> anyhow::Error {
+    errors.dedup();
+    if errors.len() == 1 {
+        return anyhow::anyhow!(errors.remove(0));
+    }
+    let n = errors.len();
+    let mut text = format!("{shown}: {n} errors in the treefile and its includes:");
+    for e in errors.iter().take(MAX_ERRORS) {
+        text += "\n  ";
+        text += e;
+    }
+    if n > MAX_ERRORS {
+        text += &format!("\n  … and {} more", n - MAX_ERRORS);
+    }
+    anyhow::anyhow!(text)
 }
 
 fn is_unset(v: &Value) -> bool {
@@ -98,133 +165,6 @@ fn is_unset(v: &Value) -> bool {
         Value::Array(a) => a.is_empty(),
         Value::Object(o) => o.is_empty(),
         _ => false,
-    }
-}
-
-fn load_recursive(
-    file: &Path,
-    rootdir: &Path,
-    seen: &mut BTreeSet<PathBuf>,
-    stack: &mut Vec<PathBuf>,
-) -> Result<Fragment> {
-    let shown = file.display().to_string();
-    if stack.len() >= MAX_INCLUDE_DEPTH {
-        bail!("{shown}: include: nesting deeper than {MAX_INCLUDE_DEPTH} files");
-    }
-    if stack.contains(&file.to_path_buf()) {
-        let chain: Vec<String> = stack.iter().map(|p| p.display().to_string()).collect();
-        bail!(
-            "{shown}: include: cycle ({} -> {shown})",
-            chain.join(" -> ")
-        );
-    }
-    if !seen.insert(file.to_path_buf()) {
-        bail!("{shown}: include: file is included more than once");
-    }
-    let text = fs_err::read_to_string(file).with_context(|| format!("{shown}: cannot read"))?;
-    let mut frag = fragment::parse(&shown, &text)?;
-    let dir = file.parent().expect("a file has a parent");
-    check_sources_exist(&shown, &frag, dir)?;
-    rebase_paths(&mut frag, dir, rootdir);
-
-    let mut includes: Vec<(String, String)> = frag
-        .include
-        .take()
-        .map(|i| i.into_vec())
-        .unwrap_or_default()
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| (format!("include[{i}]"), p))
-        .collect();
-    if let Some(arch_inc) = frag.arch_include.take() {
-        for (arch, files) in arch_inc {
-            if arch == basearch() {
-                for (i, p) in files.into_vec().into_iter().enumerate() {
-                    includes.push((format!("arch-include.{arch}[{i}]"), p));
-                }
-            }
-        }
-    }
-    stack.push(file.to_path_buf());
-    let mut base: Option<Fragment> = None;
-    for (field, inc) in includes {
-        let target = dir.join(&inc);
-        let target = target.canonicalize().with_context(|| {
-            format!(
-                "{shown}: {field}: included file {} not found",
-                target.display()
-            )
-        })?;
-        let child = load_recursive(&target, rootdir, seen, stack)?;
-        // Several includes: each later one is merged over the earlier ones.
-        base = Some(match base {
-            None => child,
-            Some(prev) => merge::merge(prev, child),
-        });
-    }
-    stack.pop();
-    Ok(match base {
-        None => frag,
-        Some(b) => merge::merge(b, frag),
-    })
-}
-
-/// Files named by the treefile must exist now, not fail after a long
-/// package installation.
-fn check_sources_exist(shown: &str, frag: &Fragment, dir: &Path) -> Result<()> {
-    for (i, (src, _)) in frag.add_files.iter().enumerate() {
-        let p = dir.join(src);
-        if !p.is_file() {
-            bail!(
-                "{shown}: add-files[{i}][0]: {} is not a readable file",
-                p.display()
-            );
-        }
-    }
-    for (i, src) in frag.deb.extra_sources.iter().enumerate() {
-        if let Some(key) = &src.signed_by {
-            let p = dir.join(key);
-            if !p.is_file() {
-                bail!(
-                    "{shown}: deb.extra-sources[{i}].signed-by: {} is not a readable file",
-                    p.display()
-                );
-            }
-        }
-    }
-    if let Some(s) = &frag.postprocess_script {
-        let p = dir.join(s);
-        if !p.is_file() {
-            bail!(
-                "{shown}: postprocess-script: {} is not a readable file",
-                p.display()
-            );
-        }
-    }
-    Ok(())
-}
-
-/// Make paths that are relative to the file's own directory relative to the
-/// top-level treefile's directory, so the merged treefile can resolve them.
-fn rebase_paths(frag: &mut Fragment, dir: &Path, rootdir: &Path) {
-    let prefix = relative_path(rootdir, dir);
-    let rebase = |p: &str| -> String {
-        if p.starts_with('/') || prefix.as_os_str().is_empty() {
-            p.to_string()
-        } else {
-            prefix.join(p).display().to_string()
-        }
-    };
-    for (src, _) in frag.add_files.iter_mut() {
-        *src = rebase(src);
-    }
-    if let Some(s) = frag.postprocess_script.as_mut() {
-        *s = rebase(s);
-    }
-    for src in frag.deb.extra_sources.iter_mut() {
-        if let Some(k) = src.signed_by.as_mut() {
-            *k = rebase(k);
-        }
     }
 }
 
@@ -243,9 +183,10 @@ pub fn relative_path(from: &Path, to: &Path) -> PathBuf {
     out
 }
 
-/// Apply arch lists and variables; check what only the whole treefile can
-/// tell. Defaults stay unset (each field's type knows its default).
-fn finalize(mut f: Fragment, basedir: PathBuf, shown: &str) -> Result<Treefile> {
+/// Apply arch lists, variables and edition defaults; check what only the
+/// whole treefile can tell. Errors go to `errors`; the result is only used
+/// when there are none.
+fn finalize(mut f: Fragment, basedir: PathBuf, shown: &str, errors: &mut Vec<String>) -> Treefile {
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
     vars.insert("basearch".into(), basearch().into());
     if let Some(r) = &f.releasever {
@@ -254,40 +195,29 @@ fn finalize(mut f: Fragment, basedir: PathBuf, shown: &str) -> Result<Treefile> 
     for (k, v) in &f.variables {
         vars.insert(k.clone(), v.render());
     }
-    let subst = |field: &str, s: &str| -> Result<String> {
-        vars::substitute(s, &vars).map_err(|e| anyhow::anyhow!("{shown}: {field}: {e}"))
+    let mut ref_ = f.ref_.clone().unwrap_or_default();
+    let ref_ok = match vars::substitute(&ref_, &vars) {
+        Ok(r) => {
+            ref_ = r;
+            true
+        }
+        Err(e) => {
+            errors.push(format!("{shown}: ref: {e}"));
+            false
+        }
     };
-
-    let Some(raw_ref) = f.ref_.as_deref() else {
-        bail!("{shown}: ref: missing (the branch to commit to)");
+    let mut subst = |field: &str, s: &mut String| match vars::substitute(s, &vars) {
+        Ok(v) => *s = v,
+        Err(e) => errors.push(format!("{shown}: {field}: {e}")),
     };
-    let ref_ = subst("ref", raw_ref)?;
-    validate_ref(&ref_).map_err(|e| anyhow::anyhow!("{shown}: ref: {e}"))?;
-    f.ref_ = Some(ref_.clone());
-
-    let arch_pkgs = f.arch_packages.remove(basearch()).unwrap_or_default();
-    f.arch_packages.clear();
-    // rpm-ostree splits entries on whitespace.
-    let split = |l: &[String]| -> BTreeSet<String> {
-        l.iter()
-            .flat_map(|e| e.split_whitespace().map(str::to_string))
-            .collect()
-    };
-    let mut packages = split(&f.packages);
-    packages.extend(split(&arch_pkgs));
-    let exclude = split(&f.exclude_packages);
-    if let Some(p) = packages.intersection(&exclude).next() {
-        bail!("{shown}: exclude-packages: {p:?} is both requested in packages and excluded");
-    }
-    f.packages = packages.iter().cloned().collect();
-    f.exclude_packages = exclude.iter().cloned().collect();
-
-    if f.backend == Some(Backend::Rpm) {
-        bail!("{shown}: backend: the rpm backend is not implemented yet; use \"deb\"");
-    }
     for (k, v) in f.add_commit_metadata.iter_mut() {
         if let Value::String(s) = v {
-            *s = subst(&format!("add-commit-metadata.{k}"), s)?;
+            subst(&format!("add-commit-metadata.{k}"), s);
+        }
+    }
+    for (k, v) in f.metadata.iter_mut() {
+        if let Value::String(s) = v {
+            subst(&format!("metadata.{k}"), s);
         }
     }
     for (field, value) in [
@@ -295,16 +225,87 @@ fn finalize(mut f: Fragment, basedir: PathBuf, shown: &str) -> Result<Treefile> 
         ("mutate-os-release", &mut f.mutate_os_release),
     ] {
         if let Some(v) = value.as_mut() {
-            *v = subst(field, v)?;
+            subst(field, v);
         }
     }
-    Ok(Treefile {
+    match f.ref_.is_some() {
+        false => errors.push(format!("{shown}: ref: missing (the branch to commit to)")),
+        true if ref_ok => {
+            if let Err(e) = validate_ref(&ref_) {
+                errors.push(format!("{shown}: ref: {e}"));
+            }
+        }
+        true => {}
+    }
+    f.ref_ = Some(ref_.clone());
+    apply_repovars(&mut f);
+    if f.edition == Some(fragment::Edition::E2024) && f.tmp_is_dir.0.is_none() {
+        f.tmp_is_dir = fragment::Flag(Some(true));
+    }
+    if f.backend == Some(Backend::Rpm) {
+        errors.push(format!(
+            "{shown}: backend: the rpm backend is not implemented yet; use \"deb\""
+        ));
+    }
+    let (packages, exclude) = package_sets(&mut f, shown, errors);
+    Treefile {
         ref_,
         packages,
         exclude_packages: exclude,
         flat: f,
         basedir,
-    })
+        warnings: Vec::new(),
+    }
+}
+
+/// `packages`, `bootstrap_packages` and this architecture's
+/// `packages-<arch>` as one set (rpm-ostree splits entries on whitespace).
+fn package_sets(
+    f: &mut Fragment,
+    shown: &str,
+    errors: &mut Vec<String>,
+) -> (BTreeSet<String>, BTreeSet<String>) {
+    let arch = fields::arch_name(basearch()).unwrap_or(basearch());
+    let arch_pkgs = f.arch_packages.remove(arch).unwrap_or_default();
+    f.arch_packages.clear();
+    let split = |l: &[String]| -> BTreeSet<String> {
+        l.iter()
+            .flat_map(|e| e.split_whitespace().map(str::to_string))
+            .collect()
+    };
+    let mut packages = split(&f.packages);
+    packages.extend(split(&std::mem::take(&mut f.bootstrap_packages)));
+    packages.extend(split(&arch_pkgs));
+    let exclude = split(&f.exclude_packages);
+    for p in packages.intersection(&exclude) {
+        errors.push(format!(
+            "{shown}: exclude-packages: {p:?} is both requested in packages and excluded"
+        ));
+    }
+    f.packages = packages.iter().cloned().collect();
+    f.exclude_packages = exclude.iter().cloned().collect();
+    (packages, exclude)
+}
+
+/// `repovars` in the apt sources keelson writes (the Debian meaning of
+/// yum's repository variables).
+fn apply_repovars(f: &mut Fragment) {
+    if f.repovars.is_empty() {
+        return;
+    }
+    let rv = &f.repovars;
+    let s = |x: &mut String| *x = compat::substitute_repovars(x, rv);
+    if let Some(m) = f.deb.mirror.as_mut() {
+        s(m);
+    }
+    if let Some(m) = f.deb.suite.as_mut() {
+        s(m);
+    }
+    for src in f.deb.extra_sources.iter_mut() {
+        s(&mut src.uri);
+        s(&mut src.suite);
+        src.components.iter_mut().for_each(&s);
+    }
 }
 
 /// ostree ref syntax: path components of `[A-Za-z0-9._-]`, no empty parts.

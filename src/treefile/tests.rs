@@ -204,3 +204,157 @@ fn relative_path_table() {
         );
     }
 }
+
+/// JSON including YAML including JSON; conditional includes over variables
+/// that flow down from the top; an inline conditional treefile.
+#[test]
+fn mixed_formats_and_conditional_include() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    write(
+        p,
+        "top.json",
+        r#"{"ref":"os/${stream}","variables":{"stream":"stable","dev":false},
+            "include":"m/base.yaml","packages":["top"]}"#,
+    );
+    write(
+        p,
+        "m/base.yaml",
+        "variables:\n  stream: ignored-the-includer-wins\n  level: 3\nreleasever: 12\n\
+         include: leaf.json\n\
+         conditional-include:\n\
+         \x20 - if: stream == \"stable\"\n    include: stable.yaml\n\
+         \x20 - if:\n      - dev == true\n      - level > 1\n    include: [dev.yaml]\n\
+         \x20 - if: releasever >= 12\n    include:\n      packages: [inline-pkg]\n      postprocess: [echo inline]\n\
+         postprocess: [echo base]\n",
+    );
+    write(
+        p,
+        "m/leaf.json",
+        r#"{"packages":["leaf"],"postprocess":["echo leaf"]}"#,
+    );
+    write(p, "m/stable.yaml", "packages: [stable-only]\n");
+    write(p, "m/dev.yaml", "packages: [dev-only]\n");
+    let t = Treefile::load(&p.join("top.json")).unwrap();
+    assert_eq!(t.ref_, "os/stable");
+    let pkgs: Vec<&str> = t.packages.iter().map(String::as_str).collect();
+    assert_eq!(pkgs, ["inline-pkg", "leaf", "stable-only", "top"]);
+    assert_eq!(t.postprocess, ["echo leaf", "echo inline", "echo base"]);
+}
+
+/// rpm-ostree merges include 1, then 2 into the includer: the later
+/// include's list items come first and the earlier include wins scalars.
+#[test]
+fn several_includes_merge_as_rpm_ostree_does() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    write(
+        p,
+        "manifest.yaml",
+        "ref: r\ninclude: [kernel.yaml, bootupd.yaml]\npostprocess: [echo foo]\n",
+    );
+    write(
+        p,
+        "kernel.yaml",
+        "postprocess: [echo bar]\ndefault-target: a.target\n",
+    );
+    write(
+        p,
+        "bootupd.yaml",
+        "postprocess: [echo baz]\ndefault-target: b.target\n",
+    );
+    let t = Treefile::load(&p.join("manifest.yaml")).unwrap();
+    // the order rpm-ostree's docs give: baz, bar, then foo
+    assert_eq!(t.postprocess, ["echo baz", "echo bar", "echo foo"]);
+    assert_eq!(t.default_target.as_deref(), Some("a.target"));
+}
+
+/// Every error in every file, one line each, then a non-zero exit.
+#[test]
+fn all_errors_across_includes_in_one_run() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    write(
+        p,
+        "top.yaml",
+        "ref: r\ninclude: [a.yaml, missing.yaml]\npakages: [x]\n\
+         conditional-include:\n  - if: nope == 1\n    include: a2.yaml\n",
+    );
+    write(
+        p,
+        "a.yaml",
+        "packages: [1, {x: 2}]\npostproces: [x]\npackages-bogus: [y]\n",
+    );
+    let e = load_err(&p.join("top.yaml"));
+    let lines: Vec<&str> = e.lines().collect();
+    assert!(
+        lines[0].ends_with("top.yaml: 6 errors in the treefile and its includes:"),
+        "{e}"
+    );
+    for want in [
+        "top.yaml: pakages: unknown field `pakages`; did you mean `packages`?",
+        "top.yaml: conditional-include[0].if[0]: undefined variable `nope`",
+        "top.yaml: include[1]: included file",
+        "a.yaml: packages[0]: invalid type",
+        "a.yaml: postproces: unknown field `postproces`; did you mean `postprocess`?",
+        "a.yaml: packages-bogus: unknown architecture \"bogus\"",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.contains(want)),
+            "missing {want}:\n{e}"
+        );
+    }
+}
+
+/// `--print-only` output read back flattens to the same treefile.
+#[test]
+fn flattened_output_round_trips() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    write(p, "f/passwd", "root:x:0:0:root:/root:/bin/bash\n");
+    write(
+        p,
+        "top.yaml",
+        "ref: os/${releasever}\nreleasever: 12\ninclude: f/base.json\n\
+         packages: ['a b']\npackages-amd64: [deb-arch]\nrepos: [fedora]\nrpmdb: target\n\
+         metadata: {summary: \"os ${releasever}\"}\ninstall-langs: [en_US]\n\
+         check-passwd: {type: file, filename: f/passwd}\nedition: \"2024\"\n",
+    );
+    write(
+        p,
+        "f/base.json",
+        r#"{"repos":["updates"],"packages":["base"],"bootstrap_packages":["boot"],
+            "ostree-layers":["overlay/1"],"modules":{"enable":["a:1"]}}"#,
+    );
+    let t = Treefile::load(&p.join("top.yaml")).unwrap();
+    let v = t.value();
+    assert_eq!(v["repos"], serde_json::json!(["updates", "fedora"]));
+    assert_eq!(v["metadata"]["summary"], "os 12");
+    assert_eq!(v["tmp-is-dir"], true, "edition 2024 default");
+    assert!(t.packages.contains("boot") && t.packages.contains("a"));
+    if basearch() == "x86_64" {
+        assert!(
+            t.packages.contains("deb-arch"),
+            "Debian arch names are aliases"
+        );
+    }
+    for name in ["again.json", "again.yaml"] {
+        let text = if name.ends_with(".json") {
+            serde_json::to_string_pretty(&v).unwrap()
+        } else {
+            serde_saphyr::to_string(&v).unwrap()
+        };
+        let again = write(p, name, &text);
+        let t2 = Treefile::load(&again).unwrap();
+        assert_eq!(t2.canonical_json(), t.canonical_json(), "{name}");
+    }
+    // a deb compose refuses the RPM-only fields, all at once, naming each
+    let e = format!("{:#}", t.check_backend("top.yaml").unwrap_err());
+    for want in [
+        "top.yaml: repos: RPM repositories need an rpm backend; Debian sources go in `deb`",
+        "top.yaml: rpmdb: the RPM database needs an rpm backend",
+        "top.yaml: modules: DNF modularity",
+    ] {
+        assert!(e.contains(want), "missing {want}:\n{e}");
+    }
+}
