@@ -191,7 +191,7 @@ pub fn run(opts: &Options) -> Result<Outcome> {
 
 /// Resolve the packages and compute the inputhash and the next version.
 fn plan(opts: &Options, tf: Treefile, scratch: &Path) -> Result<Planned> {
-    tf.check_backend(&opts.treefile.display().to_string())?;
+    tf.check_compose(&opts.treefile.display().to_string())?;
     let layers = commit::layers::resolve(&opts.repo, &tf)?;
     let backend = DebBackend::new(&tf)?;
     let agent = std::env::current_exe().context("locating the keelson binary")?;

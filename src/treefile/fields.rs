@@ -277,8 +277,8 @@ pub const FIELDS: &[Field] = &[
 /// with a warning and dropped.
 pub const RETIRED: &[&str] = &["rojig", "ex-jigdo-spec", "ex-jigdo-optional"];
 
-/// rpm basearch names, with the Debian architecture names that mean the
-/// same machine. `packages-<arch>` and `arch-include` accept both; the
+/// rpm basearch names (dnf's list), with the Debian architecture names
+/// that mean the same machine. `packages-<arch>` and `arch-include` accept both; the
 /// flattened treefile uses the rpm name.
 pub const ARCHES: &[(&str, &str)] = &[
     ("x86_64", "amd64"),
@@ -289,6 +289,15 @@ pub const ARCHES: &[(&str, &str)] = &[
     ("i386", "i386"),
     ("riscv64", "riscv64"),
     ("loongarch64", "loong64"),
+    ("ppc64", "ppc64"),
+    ("ppc", "powerpc"),
+    ("s390", "s390"),
+    ("arm", "armel"),
+    ("mips64el", "mips64el"),
+    ("mipsel", "mipsel"),
+    ("sparc64", "sparc64"),
+    ("alpha", "alpha"),
+    ("ia64", "ia64"),
 ];
 
 /// The rpm basearch name for an rpm or Debian architecture name.

@@ -220,7 +220,7 @@ crate::mergeable! {
         pub ostree_override_layers: Vec<String>,
         pub automatic_version_suffix: Option<String>,
         /// Fields kept as JSON (`fields::Store::Generic`): flattened and
-        /// printed, refused by a deb compose when set (`Treefile::check_backend`).
+        /// printed, refused by a deb compose when set (`Treefile::check_compose`).
         #[serde(skip)]
         pub extra: BTreeMap<String, Value>,
         /// `packages-<arch>` keys, collected before deserialisation (folded

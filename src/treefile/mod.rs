@@ -86,9 +86,14 @@ impl Treefile {
         Ok(t)
     }
 
-    /// What a compose on the deb backend cannot honour, all at once.
-    pub fn check_backend(&self, shown: &str) -> Result<()> {
-        let errors = compat::backend_errors(shown, &self.flat);
+    /// What a compose needs beyond a valid treefile: a `ref`, and no field
+    /// the deb backend cannot honour. All problems at once.
+    pub fn check_compose(&self, shown: &str) -> Result<()> {
+        let mut errors = Vec::new();
+        if self.ref_.is_empty() {
+            errors.push(format!("{shown}: ref: missing (the branch to commit to)"));
+        }
+        errors.extend(compat::backend_errors(shown, &self.flat));
         if errors.is_empty() {
             Ok(())
         } else {
@@ -229,7 +234,9 @@ fn finalize(mut f: Fragment, basedir: PathBuf, shown: &str, errors: &mut Vec<Str
         }
     }
     match f.ref_.is_some() {
-        false => errors.push(format!("{shown}: ref: missing (the branch to commit to)")),
+        // rpm-ostree flattens a treefile without a ref (`compose rootfs`
+        // needs none); a compose needs one (`check_compose`).
+        false => {}
         true if ref_ok => {
             if let Err(e) = validate_ref(&ref_) {
                 errors.push(format!("{shown}: ref: {e}"));
@@ -237,7 +244,9 @@ fn finalize(mut f: Fragment, basedir: PathBuf, shown: &str, errors: &mut Vec<Str
         }
         true => {}
     }
-    f.ref_ = Some(ref_.clone());
+    if f.ref_.is_some() {
+        f.ref_ = Some(ref_.clone());
+    }
     apply_repovars(&mut f);
     if f.edition == Some(fragment::Edition::E2024) && f.tmp_is_dir.0.is_none() {
         f.tmp_is_dir = fragment::Flag(Some(true));

@@ -112,6 +112,11 @@ pub fn parse_value(file: &str, value: Value) -> Parsed {
 }
 
 fn parse_key(file: &str, key: String, v: Value, out: &mut Parsed) {
+    if v.is_null() {
+        // `packages:` with nothing under it: unset, as in rpm-ostree (every
+        // field there is optional).
+        return;
+    }
     match fields::classify(&key) {
         Key::Field(f) => match f.store {
             Store::Typed => {

@@ -142,7 +142,6 @@ fn loader_errors_name_file_and_field() {
         ),
         ("missing.json", "missing.json: include[1]: included file"),
         ("badchild.json", "child-bad.json: packages[1]: invalid type"),
-        ("noref.json", "noref.json: ref: missing"),
         ("badvar.json", "badvar.json: ref: unknown variable ${nope}"),
         (
             "badref.json",
@@ -164,6 +163,9 @@ fn loader_errors_name_file_and_field() {
         assert!(got.contains(want), "{file}\n got: {got}\nwant: …{want}…");
         assert!(!got.contains('\n'), "one line: {got}");
     }
+    let t = Treefile::load(&p.join("noref.json")).expect("flattens without a ref");
+    let e = format!("{:#}", t.check_compose("noref.json").unwrap_err());
+    assert_eq!(e, "noref.json: ref: missing (the branch to commit to)");
     let got = load_err(&p.join("does-not-exist.json"));
     assert!(
         got.contains("does-not-exist.json: cannot open treefile"),
@@ -349,7 +351,7 @@ fn flattened_output_round_trips() {
         assert_eq!(t2.canonical_json(), t.canonical_json(), "{name}");
     }
     // a deb compose refuses the RPM-only fields, all at once, naming each
-    let e = format!("{:#}", t.check_backend("top.yaml").unwrap_err());
+    let e = format!("{:#}", t.check_compose("top.yaml").unwrap_err());
     for want in [
         "top.yaml: repos: RPM repositories need an rpm backend; Debian sources go in `deb`",
         "top.yaml: rpmdb: the RPM database needs an rpm backend",
