@@ -63,6 +63,71 @@ fn derive(
     .to_string()
 }
 
+/// The layer v1.yaml names in `ostree-layers`: a commit already in the
+/// repository, as rpm-ostree requires.
+fn commit_layer(repo: &Path, tmp: &Path) {
+    let tree = tmp.join("layer");
+    std::fs::create_dir_all(tree.join("usr/share/keelson-vmtest")).unwrap();
+    std::fs::write(
+        tree.join("usr/share/keelson-vmtest/layer"),
+        "from a layer\n",
+    )
+    .unwrap();
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", "--mode=archive"]));
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["commit", "--no-bindings", "--owner-uid=0", "--owner-gid=0"])
+        .args(["-b", "keelson-test/layer"])
+        .arg(format!("--tree=dir={}", tree.display())));
+}
+
+/// What v1.yaml's rpm-ostree fields must have made of the tree.
+fn check_rpm_ostree_fields(repo: &Path, reference: &str) {
+    let ostree = |args: &[&str]| {
+        run(Command::new("ostree")
+            .arg(format!("--repo={}", repo.display()))
+            .args(args))
+    };
+    let cat = |path: &str| ostree(&["cat", reference, path]);
+    // conditional-include: the true condition's file is there, the false one's not
+    assert_eq!(
+        cat("/usr/share/keelson-vmtest/conditional"),
+        cat("/usr/share/keelson-vmtest/release")
+    );
+    let listing = ostree(&["ls", reference, "/usr/share/keelson-vmtest"]);
+    assert!(!listing.contains("never"), "{listing}");
+    // ostree-layers: the layer's file
+    assert_eq!(cat("/usr/share/keelson-vmtest/layer"), "from a layer\n");
+    // check-passwd/check-groups type file: the ids come from the files
+    let passwd = cat("/usr/etc/passwd");
+    assert!(passwd.contains("\nmessagebus:x:990:990:"), "{passwd}");
+    assert!(cat("/usr/etc/group").contains("\nmessagebus:x:990:"));
+    // etc-group-members: adm keeps its member in /etc/group, not in sysusers.d
+    let group = cat("/usr/etc/group");
+    assert!(group.lines().any(|l| l == "adm:x:4:nobody"), "{group}");
+    let sysusers = cat("/usr/lib/sysusers.d/keelson-compose.conf");
+    assert!(
+        sysusers.contains("\ng adm 4\n") && !sysusers.contains(" adm\n"),
+        "{sysusers}"
+    );
+    // install-langs: coreutils' translations only for English
+    let locales = ostree(&["ls", "-R", reference, "/usr/share/locale"]);
+    let mo: Vec<&str> = locales
+        .lines()
+        .filter(|l| l.ends_with("coreutils.mo"))
+        .collect();
+    assert!(
+        mo.iter().all(|l| l.contains("/usr/share/locale/en")),
+        "translations outside install-langs: {mo:?}"
+    );
+    assert!(
+        !locales.contains("/usr/share/locale/de/LC_MESSAGES/"),
+        "{locales}"
+    );
+}
+
 /// `keelson publish` of `commit` on `reference` into `www`, signed with `gpg`.
 fn publish(repo: &Path, reference: &str, commit: &str, www: &Path, gpg: Option<(&str, &Path)>) {
     let mut cmd = keelson();
@@ -107,10 +172,11 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
         &v1_treefile,
         common::kubelet_double_repo(
             &d.path().join("kubelet-double"),
-            &manifest().join("tests/fixtures/ab/v1.json"),
+            &manifest().join("tests/fixtures/ab/v1.yaml"),
         ),
     )
     .unwrap();
+    commit_layer(&repo, d.path());
     run(keelson()
         .arg("compose")
         .arg(&v1_treefile)
@@ -120,6 +186,7 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
         .arg(cache())
         .args(["--gpg-sign", &key, "--gpg-homedir"])
         .arg(&home));
+    check_rpm_ostree_fields(&repo, &reference);
 
     // v2 and v3: v1 plus a release file; v3 also a failing health check.
     let o2 = d.path().join("overlay2");
