@@ -240,7 +240,7 @@ fn all_errors_in_one_run() {
     .unwrap();
     std::fs::write(
         p.join("part.json"),
-        r#"{"recommends":"no","remove-files":["/x"],"packages-amd64":["b"],"packages-arm":["c"]}"#,
+        r#"{"recommends":"no","remove-files":["/x"],"packages-amd64":["b"],"packages-arm7":["c"]}"#,
     )
     .unwrap();
     let repo = p.join("repo");
@@ -252,7 +252,7 @@ fn all_errors_in_one_run() {
         "top.yaml: pakages: unknown field `pakages`; did you mean `packages`?",
         "part.json: recommends: invalid type",
         "part.json: remove-files[0]: \"/x\" must be relative",
-        "part.json: packages-arm: unknown architecture \"arm\"",
+        "part.json: packages-arm7: unknown architecture \"arm7\"",
     ] {
         assert!(
             lines.iter().any(|l| l.contains(want)),

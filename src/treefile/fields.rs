@@ -387,9 +387,41 @@ pub fn unknown_message(key: &str) -> String {
     }
 }
 
+/// The field table of `docs/treefile.md` (checked against this module by
+/// a test, so the two cannot drift apart).
+pub fn docs_table() -> String {
+    let mut out = String::from("| field | keelson | notes |\n|---|---|---|\n");
+    for f in FIELDS {
+        let (what, note) = match f.support {
+            Support::Implemented => ("implemented", ""),
+            Support::Debian(n) => ("Debian meaning", n),
+            Support::NeedsRpm(n) => ("needs an rpm backend", n),
+            Support::Limited(n) => ("limited", n),
+            Support::Keelson => ("keelson extension", ""),
+        };
+        out += &format!("| `{}` | {what} | {note} |\n", f.key);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn docs_table_is_current() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/treefile.md"))
+            .unwrap();
+        let (_, rest) = doc
+            .split_once("<!-- fields:begin -->\n")
+            .expect("begin marker");
+        let (table, _) = rest.split_once("<!-- fields:end -->").expect("end marker");
+        assert_eq!(
+            table,
+            docs_table(),
+            "docs/treefile.md: regenerate the table from fields::docs_table()"
+        );
+    }
 
     #[test]
     fn classify_table() {

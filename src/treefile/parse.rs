@@ -150,9 +150,9 @@ fn parse_key(file: &str, key: String, v: Value, out: &mut Parsed) {
                 .extend(list),
             Err(e) => out.errors.push(format!("{file}: {key}{}", sub_path(&e))),
         },
-        Key::Comment => {
-            tracing::debug!("{file}: {key}: comment key, ignored");
-        }
+        Key::Comment => out
+            .warnings
+            .push(format!("{file}: {key}: comment key, ignored")),
         Key::Retired => out
             .warnings
             .push(format!("{file}: {key}: retired rpm-ostree field, ignored")),
