@@ -44,11 +44,13 @@ pub struct Options {
     /// (default: the number of CPUs).
     #[arg(long = "commit-threads", value_name = "N")]
     pub threads: Option<usize>,
-    /// Sign the commit with this GPG key id.
+    /// Sign the commit with this GPG key id (overrides the treefile's
+    /// `gpg-key`).
     #[arg(long, value_name = "KEYID")]
     pub gpg_sign: Option<String>,
-    /// GnuPG home directory holding the signing key.
-    #[arg(long, value_name = "DIR", requires = "gpg_sign")]
+    /// GnuPG home directory holding the signing key (for --gpg-sign or the
+    /// treefile's `gpg-key`).
+    #[arg(long, value_name = "DIR")]
     pub gpg_homedir: Option<PathBuf>,
 }
 

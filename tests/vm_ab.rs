@@ -167,15 +167,16 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
     let gpg = Some((key.as_str(), home.as_path()));
     // v1: the A/B fixture plus the kubelet test double from a local apt
     // repository, through deb.extra-sources as the example treefile does.
+    // The commit is signed through the treefile's `gpg-key` (rpm-ostree's
+    // field); the node below verifies every update against the key.
     let v1_treefile = d.path().join("v1-kubelet.json");
-    std::fs::write(
-        &v1_treefile,
-        common::kubelet_double_repo(
-            &d.path().join("kubelet-double"),
-            &manifest().join("tests/fixtures/ab/v1.yaml"),
-        ),
-    )
+    let mut v1: serde_json::Value = serde_json::from_str(&common::kubelet_double_repo(
+        &d.path().join("kubelet-double"),
+        &manifest().join("tests/fixtures/ab/v1.yaml"),
+    ))
     .unwrap();
+    v1["gpg-key"] = key.as_str().into();
+    std::fs::write(&v1_treefile, v1.to_string()).unwrap();
     commit_layer(&repo, d.path());
     run(keelson()
         .arg("compose")
@@ -184,9 +185,17 @@ fn upgrade_rollback_failed_upgrade_and_power_cut() {
         .arg(&repo)
         .arg("--cachedir")
         .arg(cache())
-        .args(["--gpg-sign", &key, "--gpg-homedir"])
+        .arg("--gpg-homedir")
         .arg(&home));
     check_rpm_ostree_fields(&repo, &reference);
+    let shown = run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["show", &reference, "--gpg-homedir"])
+        .arg(&home));
+    assert!(
+        shown.contains("Found 1 signature"),
+        "gpg-key signs: {shown}"
+    );
 
     // v2 and v3: v1 plus a release file; v3 also a failing health check.
     let o2 = d.path().join("overlay2");
