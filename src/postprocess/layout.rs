@@ -9,7 +9,6 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use super::{Ctx, users, var};
-use crate::treefile::{CheckPasswd, IdEntry};
 use crate::util::fsutil::{empty_dir, remove_any, symlink_replace};
 
 /// Where the dpkg database travels with /usr.
@@ -157,7 +156,8 @@ pub fn sysusers(ctx: &Ctx) -> Result<()> {
     ];
     for (field, what, check, previous) in checks {
         let users = what == "user";
-        let Some((source, expected)) = reference(ctx, check.as_ref(), previous.as_deref(), users)?
+        let Some((source, expected)) =
+            users::reference(&tf.basedir, check.as_ref(), previous.as_deref(), users)?
         else {
             continue;
         };
@@ -179,40 +179,6 @@ pub fn sysusers(ctx: &Ctx) -> Result<()> {
         users::render_sysusers(&passwd, &group, &tf.etc_group_members).as_bytes(),
     )?;
     Ok(())
-}
-
-/// The ids a `check-passwd`/`check-groups` compares against (default:
-/// the previous commit's), with a label for messages; `None` to skip.
-fn reference(
-    ctx: &Ctx,
-    check: Option<&CheckPasswd>,
-    previous: Option<&str>,
-    users: bool,
-) -> Result<Option<(String, Vec<(String, IdEntry)>)>> {
-    let parse = |label: &str, text: &str| -> Result<Vec<(String, IdEntry)>> {
-        Ok(if users {
-            users::expected_users(&users::parse_passwd(label, text)?)
-        } else {
-            users::expected_groups(&users::parse_group(label, text)?)
-        })
-    };
-    Ok(match check.unwrap_or(&CheckPasswd::Previous) {
-        CheckPasswd::None => None,
-        CheckPasswd::Previous => match previous {
-            Some(text) => Some(("previous commit".into(), parse("previous commit", text)?)),
-            None => None,
-        },
-        CheckPasswd::File { filename } => {
-            let path = ctx.tf.basedir.join(filename);
-            let text = fs::read_to_string(&path)?;
-            let label = format!("file {filename}");
-            Some((label, parse(&path.display().to_string(), &text)?))
-        }
-        CheckPasswd::Data { entries } => Some((
-            "treefile data".into(),
-            entries.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        )),
-    })
 }
 
 /// The dpkg database must travel with /usr (it describes /usr); /var keeps

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Result, bail};
 
-use crate::treefile::IdEntry;
+use crate::treefile::{CheckPasswd, IdEntry};
 
 /// Highest id treated as a system account (Debian: 0–999, plus nobody).
 const SYSTEM_MAX: u32 = 999;
@@ -218,6 +218,40 @@ pub fn expected_groups(groups: &[Group]) -> Vec<(String, IdEntry)> {
         .collect()
 }
 
+/// The ids a `check-passwd`/`check-groups` compares against (default:
+/// the previous commit's), with a label for messages; `None` to skip.
+pub fn reference(
+    basedir: &std::path::Path,
+    check: Option<&CheckPasswd>,
+    previous: Option<&str>,
+    users: bool,
+) -> Result<Option<(String, Vec<(String, IdEntry)>)>> {
+    let parse = |label: &str, text: &str| -> Result<Vec<(String, IdEntry)>> {
+        Ok(if users {
+            expected_users(&parse_passwd(label, text)?)
+        } else {
+            expected_groups(&parse_group(label, text)?)
+        })
+    };
+    Ok(match check.unwrap_or(&CheckPasswd::Previous) {
+        CheckPasswd::None => None,
+        CheckPasswd::Previous => match previous {
+            Some(text) => Some(("previous commit".into(), parse("previous commit", text)?)),
+            None => None,
+        },
+        CheckPasswd::File { filename } => {
+            let path = basedir.join(filename);
+            let text = fs_err::read_to_string(&path)?;
+            let label = format!("file {filename}");
+            Some((label, parse(&path.display().to_string(), &text)?))
+        }
+        CheckPasswd::Data { entries } => Some((
+            "treefile data".into(),
+            entries.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        )),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,6 +360,70 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Each check-passwd / check-groups type and what it compares against.
+    #[test]
+    fn reference_per_type() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("pw"), "bin:x:1:1::/:/bin/false\n").unwrap();
+        std::fs::write(d.path().join("gr"), "adm:x:4:\n").unwrap();
+        let prev = Some("root:x:0:0::/root:/bin/sh\n");
+        let file = |f: &str| CheckPasswd::File { filename: f.into() };
+        let data: CheckPasswd =
+            serde_json::from_str(r#"{"type":"data","entries":{"bin":1,"adm":[3,4]}}"#).unwrap();
+        let t: &[(
+            Option<CheckPasswd>,
+            bool,
+            Option<(&str, Vec<(&str, IdEntry)>)>,
+        )] = &[
+            (
+                None,
+                true,
+                Some(("previous commit", vec![("root", IdEntry::Pair(0, 0))])),
+            ),
+            (
+                Some(CheckPasswd::Previous),
+                true,
+                Some(("previous commit", vec![("root", IdEntry::Pair(0, 0))])),
+            ),
+            (Some(CheckPasswd::None), true, None),
+            (
+                Some(file("pw")),
+                true,
+                Some(("file pw", vec![("bin", IdEntry::Pair(1, 1))])),
+            ),
+            (
+                Some(file("gr")),
+                false,
+                Some(("file gr", vec![("adm", IdEntry::Id(4))])),
+            ),
+            (
+                Some(data),
+                true,
+                Some((
+                    "treefile data",
+                    vec![("adm", IdEntry::Pair(3, 4)), ("bin", IdEntry::Id(1))],
+                )),
+            ),
+        ];
+        for (i, (check, users, want)) in t.iter().enumerate() {
+            let prev = if *users { prev } else { Some("wheel:x:10:\n") };
+            let got = reference(d.path(), check.as_ref(), prev, *users).unwrap();
+            let want = want.as_ref().map(|(l, e)| {
+                (
+                    l.to_string(),
+                    e.iter()
+                        .map(|(n, i)| (n.to_string(), *i))
+                        .collect::<Vec<_>>(),
+                )
+            });
+            assert_eq!(got, want, "row {i}");
+        }
+        // no previous commit: nothing to compare
+        assert_eq!(reference(d.path(), None, None, true).unwrap(), None);
+        let e = reference(d.path(), Some(&file("absent")), None, true).unwrap_err();
+        assert!(format!("{e:#}").contains("absent"), "{e:#}");
     }
 
     #[test]

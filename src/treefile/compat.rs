@@ -377,6 +377,81 @@ mod tests {
         }
     }
 
+    /// Every field of the table, set, on a deb compose: needs-rpm fields are
+    /// refused with their reason, limited ones only for values keelson
+    /// cannot honour, the rest pass.
+    #[test]
+    fn compose_refusals_follow_the_table() {
+        use crate::treefile::fields::{FIELDS, Shape, Store};
+        for f in FIELDS {
+            let Store::Generic(shape) = f.store else {
+                continue; // typed fields: see the selinux/basearch rows below
+            };
+            let (bad, good): (Value, Option<Value>) = match shape {
+                Shape::Bool => match f.key {
+                    "ignore-devices" => (false.into(), Some(true.into())),
+                    _ => (true.into(), Some(false.into())),
+                },
+                Shape::Str if f.key == "opt-usrlocal" => ("root".into(), Some("var".into())),
+                Shape::Str => ("x".into(), None),
+                Shape::Int => (1.into(), None),
+                Shape::StrList => (serde_json::json!(["x"]), Some(serde_json::json!([]))),
+                Shape::Map => (serde_json::json!({"x": 1}), None),
+                Shape::List => (serde_json::json!([{"x": 1}]), None),
+            };
+            let with = |v: Value| {
+                let mut frag = Fragment::default();
+                frag.extra.insert(f.key.to_string(), v);
+                backend_errors("t.yaml", &frag)
+            };
+            let e = with(bad);
+            match f.support {
+                Support::NeedsRpm(why) => {
+                    assert_eq!(e.len(), 1, "{}: {e:?}", f.key);
+                    assert_eq!(
+                        e[0],
+                        format!(
+                            "t.yaml: {}: {why} (keelson has only the deb backend)",
+                            f.key
+                        )
+                    );
+                }
+                Support::Limited(why) => {
+                    assert_eq!(e, [format!("t.yaml: {}: {why}", f.key)]);
+                    // (selinux-label-version has no value keelson can honour)
+                    if let Some(good) = good {
+                        assert!(
+                            with(good).is_empty(),
+                            "{}: the good value is refused",
+                            f.key
+                        );
+                    }
+                }
+                other => panic!("{}: a generic field is {other:?}", f.key),
+            }
+        }
+        let typed = [
+            (r#"{"selinux":true}"#, Some("t.yaml: selinux: only `false`")),
+            (r#"{"selinux":false}"#, None),
+            (
+                r#"{"basearch":"s390x"}"#,
+                Some("t.yaml: basearch: \"s390x\", but keelson composes for"),
+            ),
+            (
+                r#"{"install-langs":["en"],"ostree-layers":["a"],"edition":"2024"}"#,
+                None,
+            ),
+        ];
+        for (text, want) in typed {
+            let frag: Fragment = serde_json::from_str(text).unwrap();
+            let e = backend_errors("t.yaml", &frag);
+            match want {
+                None => assert!(e.is_empty(), "{text}: {e:?}"),
+                Some(w) => assert!(e.len() == 1 && e[0].starts_with(w), "{text}: {e:?}"),
+            }
+        }
+    }
+
     #[test]
     fn repovars_table() {
         let v: BTreeMap<String, String> = [("stream", "stable"), ("streamx", "X")]
