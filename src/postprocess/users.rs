@@ -181,6 +181,9 @@ pub fn check_ids(
     Ok(())
 }
 
+/// Expected ids by name (a reference for [`check_ids`]).
+pub type Expected = Vec<(String, IdEntry)>;
+
 /// Which check [`check_ids`] runs, for its messages.
 #[derive(Debug, Clone, Copy)]
 pub struct Check<'a> {
@@ -225,7 +228,7 @@ pub fn reference(
     check: Option<&CheckPasswd>,
     previous: Option<&str>,
     users: bool,
-) -> Result<Option<(String, Vec<(String, IdEntry)>)>> {
+) -> Result<Option<(String, Expected)>> {
     let parse = |label: &str, text: &str| -> Result<Vec<(String, IdEntry)>> {
         Ok(if users {
             expected_users(&parse_passwd(label, text)?)
@@ -318,7 +321,8 @@ mod tests {
             source: "previous commit",
         };
         let prev = exp(&[("a", IdEntry::Pair(100, 100)), ("b", IdEntry::Id(101))]);
-        let t: &[(&[(&str, u32, u32)], &[&str], Option<&str>)] = &[
+        type Row<'a> = (&'a [(&'a str, u32, u32)], &'a [&'a str], Option<&'a str>);
+        let t: &[Row] = &[
             // unchanged and added: fine
             (
                 &[("a", 100, 100), ("b", 101, 7), ("c", 102, 102)],
@@ -372,11 +376,12 @@ mod tests {
         let file = |f: &str| CheckPasswd::File { filename: f.into() };
         let data: CheckPasswd =
             serde_json::from_str(r#"{"type":"data","entries":{"bin":1,"adm":[3,4]}}"#).unwrap();
-        let t: &[(
+        type Row<'a> = (
             Option<CheckPasswd>,
             bool,
-            Option<(&str, Vec<(&str, IdEntry)>)>,
-        )] = &[
+            Option<(&'a str, Vec<(&'a str, IdEntry)>)>,
+        );
+        let t: &[Row] = &[
             (
                 None,
                 true,

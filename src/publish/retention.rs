@@ -54,9 +54,7 @@ pub fn split_generations(
     let mut expired = Vec::new();
     for (i, g) in gens.iter().enumerate() {
         let replaced_at = gens.get(i + 1).map(|n| n.created);
-        let alive = g.id == live
-            || g.id > live
-            || replaced_at.is_none_or(|t| now < t.saturating_add(grace));
+        let alive = g.id >= live || replaced_at.is_none_or(|t| now < t.saturating_add(grace));
         if alive {
             keep.push(g);
         } else {
@@ -186,7 +184,8 @@ mod tests {
     fn kept_table() {
         let day = 86_400;
         let now = 100_000_000;
-        let t: &[(usize, Option<usize>, Option<u64>, &[&str])] = &[
+        type Row<'a> = (usize, Option<usize>, Option<u64>, &'a [&'a str]);
+        let t: &[Row] = &[
             (4, None, None, &["c0", "c1", "c2", "c3"]),
             (4, Some(2), None, &["c0", "c1"]),
             (4, Some(1), None, &["c0"]),
