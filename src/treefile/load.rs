@@ -104,6 +104,43 @@ impl Loader {
         rebase_paths(&mut frag, dir, &self.rootdir);
         fold_variables(&frag, vars);
 
+        let includes = self.includes(shown, dir, &mut frag, vars);
+
+        self.stack.push(PathBuf::from(shown));
+        let mut children = Vec::new();
+        for (field, inc) in includes {
+            let target = dir.join(&inc);
+            match target.canonicalize() {
+                Ok(t) => children.extend(self.file(&t, vars)),
+                Err(_) => {
+                    self.incomplete = true;
+                    self.errors.push(format!(
+                        "{shown}: {field}: included file {} not found",
+                        target.display()
+                    ));
+                }
+            }
+        }
+        self.stack.pop();
+        // rpm-ostree merges include 1, then 2, ... into the includer: the
+        // earlier include wins scalars, the later one's lists come first.
+        let base = children.into_iter().rev().reduce(merge);
+        match base {
+            None => frag,
+            Some(b) => merge(b, frag),
+        }
+    }
+
+    /// `include`, this machine's `arch-include`, and the `conditional-include`
+    /// entries whose conditions hold, in that order, with the field each
+    /// comes from. An inline conditional treefile is merged into `frag`.
+    fn includes(
+        &mut self,
+        shown: &str,
+        dir: &Path,
+        frag: &mut Fragment,
+        vars: &mut Vars,
+    ) -> Vec<(String, String)> {
         let mut includes: Vec<(String, String)> = frag
             .include
             .take()
@@ -145,34 +182,11 @@ impl Loader {
                     let where_ = format!("{shown}: {field}.include");
                     let inner = parse::parse_value(&where_, serde_json::Value::Object(map));
                     let inline = self.fragment(&where_, dir, inner, vars);
-                    frag = merge(inline, frag);
+                    *frag = merge(inline, std::mem::take(frag));
                 }
             }
         }
-
-        self.stack.push(PathBuf::from(shown));
-        let mut children = Vec::new();
-        for (field, inc) in includes {
-            let target = dir.join(&inc);
-            match target.canonicalize() {
-                Ok(t) => children.extend(self.file(&t, vars)),
-                Err(_) => {
-                    self.incomplete = true;
-                    self.errors.push(format!(
-                        "{shown}: {field}: included file {} not found",
-                        target.display()
-                    ));
-                }
-            }
-        }
-        self.stack.pop();
-        // rpm-ostree merges include 1, then 2, ... into the includer: the
-        // earlier include wins scalars, the later one's lists come first.
-        let base = children.into_iter().rev().reduce(merge);
-        match base {
-            None => frag,
-            Some(b) => merge(b, frag),
-        }
+        includes
     }
 
     fn condition_holds(&mut self, shown: &str, field: &str, conds: &[String], vars: &Vars) -> bool {
