@@ -34,6 +34,10 @@ pub struct Options {
     /// Compose even when the inputhash matches the ref's last commit.
     #[arg(long)]
     pub force_nocache: bool,
+    /// Install the packages afresh: neither use nor fill the package-install
+    /// cache under --cachedir (`installs/`).
+    #[arg(long)]
+    pub no_install_cache: bool,
     /// Create or update the mtime of FILE when a new commit is written.
     #[arg(long, value_name = "FILE")]
     pub touch_if_changed: Option<PathBuf>,
@@ -64,6 +68,7 @@ impl Options {
             print_only: false,
             dry_run: false,
             force_nocache: false,
+            no_install_cache: false,
             touch_if_changed: None,
             write_composejson_to: None,
             threads: None,
@@ -275,10 +280,7 @@ fn build_and_commit(opts: &Options, p: &Planned, scratch: &Path) -> Result<(Stri
     let rootfs = scratch.join("rootfs");
     let debcache = opts.cachedir.as_ref().map(|c| c.join("debs"));
     let seed = passwd_seed(&p.tf, p.previous.as_ref(), scratch)?;
-    let installed = step("installing packages (mmdebstrap)", || {
-        p.backend
-            .install(&rootfs, debcache.as_deref(), seed.as_deref())
-    })?;
+    let installed = install_packages(opts, p, &rootfs, debcache.as_deref(), seed.as_deref())?;
     let unpredicted = crate::backend::deb::unpredicted(&p.resolved, &installed);
     if !unpredicted.is_empty() {
         tracing::warn!(
@@ -304,6 +306,71 @@ fn build_and_commit(opts: &Options, p: &Planned, scratch: &Path) -> Result<(Stri
     })?;
     let checksum = commit_tree(opts, p, &rootfs, &installed, sde)?;
     Ok((checksum, installed.len()))
+}
+
+/// The package step: a copy of the install cache's entry when one matches,
+/// else mmdebstrap (then the entry is stored and superseded .debs pruned).
+fn install_packages(
+    opts: &Options,
+    p: &Planned,
+    rootfs: &Path,
+    debcache: Option<&Path>,
+    seed: Option<&Path>,
+) -> Result<Vec<crate::backend::Package>> {
+    use crate::backend::install_cache::{self, InstallCache};
+    let fresh = || {
+        step("installing packages (mmdebstrap)", || {
+            p.backend.install(rootfs, debcache, seed)
+        })
+    };
+    let Some(cachedir) = opts.cachedir.as_ref().filter(|_| !opts.no_install_cache) else {
+        return fresh();
+    };
+    let cache = InstallCache::open(&cachedir.join("installs"))?;
+    let mut seed_parts = Vec::new();
+    for name in ["passwd", "group"] {
+        if let Some(f) = seed.map(|s| s.join(name)).filter(|f| f.is_file()) {
+            seed_parts.push((name, fs_err::read(&f)?));
+        }
+    }
+    let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let key = install_cache::key(
+        &p.backend.identity(),
+        &p.resolved,
+        &seed_parts,
+        sde.as_deref(),
+    );
+    if let Some(entry) = cache.lookup(&key)? {
+        step(
+            "installing packages (a copy of the install cache's entry)",
+            || cache.restore(&entry, rootfs),
+        )?;
+        return crate::backend::deb::installed_packages(rootfs);
+    }
+    let installed = fresh()?;
+    step("saving the install to the install cache", || {
+        cache.store(&key, rootfs)
+    })?;
+    if let Some(debs) = debcache {
+        prune_debs(debs, &installed)?;
+    }
+    Ok(installed)
+}
+
+/// Remove .debs that a newer installed version superseded.
+fn prune_debs(dir: &Path, installed: &[crate::backend::Package]) -> Result<()> {
+    let files: Vec<String> = fs_err::read_dir(dir)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    let old = crate::backend::install_cache::superseded_debs(&files, installed);
+    for f in &old {
+        fs_err::remove_file(dir.join(f))?;
+    }
+    if !old.is_empty() {
+        tracing::info!("package cache: removed {} superseded .deb files", old.len());
+    }
+    Ok(())
 }
 
 fn commit_tree(

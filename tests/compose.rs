@@ -2,7 +2,8 @@
 //! the host's apt sources, dracut inside the tree, libostree commit. Then
 //! the commit is deployed with `ostree admin` into a scratch sysroot, a
 //! recompose with unchanged inputs must write nothing, and a compose into a
-//! second fresh repo must give the same commit checksum. Every compose's log
+//! second fresh repo (its packages copied from the install cache the first
+//! compose filled) must give the same commit checksum. Every compose's log
 //! must be clean (no GLib CRITICAL, no warning).
 //!
 //! Between the first compose and the no-op: kill -9 trials in the package
@@ -38,6 +39,10 @@ fn compose_cmd(repo: &Path) -> Command {
 
 /// Compose; the log must be clean: no GLib CRITICAL, no warning.
 fn compose(repo: &Path, json: &Path) -> serde_json::Value {
+    compose_with_log(repo, json).0
+}
+
+fn compose_with_log(repo: &Path, json: &Path) -> (serde_json::Value, String) {
     let out = compose_cmd(repo)
         .arg("--write-composejson-to")
         .arg(json)
@@ -49,7 +54,10 @@ fn compose(repo: &Path, json: &Path) -> serde_json::Value {
         !log.contains("CRITICAL") && !log.contains(" WARN ") && !log.contains("WARNING"),
         "a normal compose logs no CRITICAL and no warning:\n{log}"
     );
-    serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+    (
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap(),
+        log.into_owned(),
+    )
 }
 
 /// Every process below `pid` (children, grandchildren…).
@@ -106,7 +114,12 @@ fn kill_trial(
     children: bool,
 ) -> String {
     use std::io::BufRead;
-    let mut child = compose_cmd(repo)
+    let mut cmd = compose_cmd(repo);
+    if marker.contains("mmdebstrap") {
+        // kill mmdebstrap itself, not a copy of the install cache's entry
+        cmd.arg("--no-install-cache");
+    }
+    let mut child = cmd
         .arg("--force-nocache")
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -199,7 +212,10 @@ fn walkdir(p: PathBuf) -> usize {
 fn compose_default_treefile_deploy_noop_and_reproducible() {
     let d = tempfile::tempdir().unwrap();
     let repo = d.path().join("repo");
-    let first = compose(&repo, &d.path().join("c1.json"));
+    // The first compose installs from scratch (and fills the install cache).
+    let _ = std::fs::remove_dir_all(cache().join("installs"));
+    let (first, log) = compose_with_log(&repo, &d.path().join("c1.json"));
+    assert!(log.contains("installing packages (mmdebstrap)"), "{log}");
     let reference = first["ref"].as_str().unwrap().to_string();
     let commit = first["commit"].as_str().unwrap().to_string();
     assert_eq!(first["changed"], true);
@@ -363,12 +379,18 @@ fn compose_default_treefile_deploy_noop_and_reproducible() {
         "stale work directories removed"
     );
 
-    // Same inputs, fresh repo: same commit checksum.
+    // Same inputs, fresh repo: same commit checksum, with the packages
+    // copied from the install cache the first compose filled (so the cache
+    // gives the tree a from-scratch install gives).
     let repo2 = d.path().join("repo2");
-    let second = compose(&repo2, &d.path().join("c3.json"));
+    let (second, log) = compose_with_log(&repo2, &d.path().join("c3.json"));
+    assert!(
+        log.contains("installing packages (a copy of the install cache's entry)"),
+        "the install cache was used:\n{log}"
+    );
     assert_eq!(
         second["commit"],
         commit.as_str(),
-        "composes must be reproducible"
+        "composes must be reproducible, from the install cache too"
     );
 }

@@ -64,6 +64,20 @@ impl DebBackend {
         })
     }
 
+    /// Everything besides the package versions that decides what
+    /// [`DebBackend::install`] writes (the install cache's key).
+    pub fn identity(&self) -> String {
+        format!(
+            "suite={}\nvariant={}\ninclude={}\naptopt={:?}\ndpkgopt={:?}\nINITRD=No\nsources:\n{}",
+            self.suite,
+            self.variant,
+            self.include.join(","),
+            self.apt_opts,
+            self.dpkg_opts,
+            self.sources_text
+        )
+    }
+
     /// The mmdebstrap invocation shared by simulate and install.
     fn base_cmd(&self) -> Cmd {
         let mut c = Cmd::new("mmdebstrap")

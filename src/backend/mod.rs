@@ -1,6 +1,7 @@
 //! Package backends: turn a treefile's package set into a root filesystem.
 
 pub mod deb;
+pub mod install_cache;
 pub mod sources;
 
 use std::fmt;

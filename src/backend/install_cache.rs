@@ -1,0 +1,363 @@
+//! The package-install cache: the root filesystem mmdebstrap produced,
+//! kept under `--cachedir` (`installs/`) keyed by everything that decides
+//! it, so a compose whose package set and backend options did not change
+//! (a unit file, a config fragment or a postprocess line changed) copies
+//! the install instead of running mmdebstrap again.
+//!
+//! - Key ([`key`]): the resolved packages with versions, the mmdebstrap
+//!   options (suite, variant, sources, includes, apt and dpkg options: so
+//!   `recommends`, `documentation` and `install-langs`), the passwd/group
+//!   seed, SOURCE_DATE_EPOCH, and the cache format. The treefile's other
+//!   fields only act after the install, so they are not in the key.
+//! - An entry is written under a `tmp-` name and renamed into place with a
+//!   manifest ([`digest`]: every path with its type, mode, owner, size and
+//!   link target); a killed run leaves only `tmp-` directories, removed by
+//!   the next run. An entry whose tree no longer matches its manifest is
+//!   removed and rebuilt, never used.
+//! - `cp -a` copies both ways (owners, modes, xattrs, hard links, device
+//!   nodes and timestamps kept), so the tree the postprocess steps see is
+//!   the one mmdebstrap wrote.
+//! - Pruned to the [`KEEP`] most recently used entries.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::Package;
+use crate::util::cmd::Cmd;
+
+/// Entries kept (most recently used first).
+pub const KEEP: usize = 3;
+/// Bumped when what an entry holds changes meaning.
+const FORMAT: &str = "keelson-install-cache-1";
+const TMP: &str = "tmp-";
+
+/// The cache key: labelled, length-prefixed parts (pure).
+pub fn key(
+    backend_identity: &str,
+    resolved: &[Package],
+    seed: &[(&str, Vec<u8>)],
+    sde: Option<&str>,
+) -> String {
+    let mut h = Sha256::new();
+    let mut part = |label: &str, bytes: &[u8]| {
+        h.update((label.len() as u64).to_le_bytes());
+        h.update(label.as_bytes());
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part("format", FORMAT.as_bytes());
+    part("backend", backend_identity.as_bytes());
+    let mut pkgs: Vec<String> = resolved.iter().map(|p| p.to_string()).collect();
+    pkgs.sort();
+    part("packages", pkgs.join("\n").as_bytes());
+    for (name, bytes) in seed {
+        part(&format!("seed:{name}"), bytes);
+    }
+    part("source-date-epoch", sde.unwrap_or("unset").as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// A manifest of a tree: every path (sorted) with its type, mode, owner,
+/// size and link target. Detects a truncated, partly deleted or altered
+/// copy without reading every byte.
+pub fn digest(root: &Path) -> Result<String> {
+    let mut lines = Vec::new();
+    walk(root, Path::new(""), &mut lines)?;
+    lines.sort();
+    let mut h = Sha256::new();
+    for l in &lines {
+        h.update(l.as_bytes());
+        h.update(b"\n");
+    }
+    Ok(format!(
+        "{} entries {}",
+        lines.len(),
+        hex::encode(h.finalize())
+    ))
+}
+
+fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
+    let dir = root.join(rel);
+    for e in fs_err::read_dir(&dir)? {
+        let e = e?;
+        let r = rel.join(e.file_name());
+        let m = fs_err::symlink_metadata(root.join(&r))?;
+        let target = if m.file_type().is_symlink() {
+            fs_err::read_link(root.join(&r))?.display().to_string()
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "{} {:o} {}:{} {} {}",
+            r.display(),
+            m.mode(),
+            m.uid(),
+            m.gid(),
+            if m.is_dir() { 0 } else { m.size() },
+            target
+        ));
+        if m.is_dir() {
+            walk(root, &r, out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Which entries to remove so that the `keep` most recently used remain
+/// (pure; `entries` are names with their last use).
+pub fn to_prune(mut entries: Vec<(String, SystemTime)>, keep: usize) -> Vec<String> {
+    entries.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    entries.into_iter().skip(keep).map(|(n, _)| n).collect()
+}
+
+/// The cache directory (`CACHEDIR/installs`).
+pub struct InstallCache {
+    dir: PathBuf,
+}
+
+impl InstallCache {
+    /// Open (create) the cache and remove what killed runs left.
+    pub fn open(dir: &Path) -> Result<Self> {
+        fs_err::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the install cache", dir.display()))?;
+        for e in fs_err::read_dir(dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(TMP) {
+                tracing::info!("install cache: removing {name}, left by an interrupted compose");
+                remove_tree(&e.path())?;
+            }
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    fn entry(&self, key: &str) -> (PathBuf, PathBuf) {
+        (self.dir.join(key), self.dir.join(format!("{key}.manifest")))
+    }
+
+    /// The entry for `key` when it is complete and intact; a damaged one
+    /// is removed (and `None` returned, so the install runs afresh).
+    pub fn lookup(&self, key: &str) -> Result<Option<PathBuf>> {
+        let (tree, manifest) = self.entry(key);
+        let Ok(want) = fs_err::read_to_string(&manifest) else {
+            if tree.exists() {
+                remove_tree(&tree)?; // renamed into place, manifest never written
+            }
+            return Ok(None);
+        };
+        if tree.is_dir() && digest(&tree)? == want.trim() {
+            return Ok(Some(tree));
+        }
+        tracing::warn!(
+            "install cache: entry {} does not match its manifest; removing it and installing afresh",
+            tree.display()
+        );
+        let _ = fs_err::remove_file(&manifest);
+        if tree.exists() {
+            remove_tree(&tree)?;
+        }
+        Ok(None)
+    }
+
+    /// Copy an entry to `rootfs` (which must not exist) and mark it used.
+    pub fn restore(&self, entry: &Path, rootfs: &Path) -> Result<()> {
+        copy_tree(entry, rootfs)?;
+        let (_, manifest) = self.entry(&entry.file_name().unwrap_or_default().to_string_lossy());
+        let f = std::fs::OpenOptions::new().append(true).open(&manifest)?;
+        f.set_modified(SystemTime::now())?;
+        Ok(())
+    }
+
+    /// Keep `rootfs` (just installed) as the entry for `key`, then prune.
+    pub fn store(&self, key: &str, rootfs: &Path) -> Result<()> {
+        let (tree, manifest) = self.entry(key);
+        let tmp = self.dir.join(format!("{TMP}{key}"));
+        copy_tree(rootfs, &tmp)?;
+        let d = digest(&tmp)?;
+        if tree.exists() {
+            remove_tree(&tree)?;
+        }
+        fs_err::rename(&tmp, &tree)?;
+        crate::util::fsutil::write_atomic(&manifest, format!("{d}\n").as_bytes())?;
+        self.prune(KEEP)
+    }
+
+    fn prune(&self, keep: usize) -> Result<()> {
+        let mut entries = Vec::new();
+        for e in fs_err::read_dir(&self.dir)?.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(k) = name.strip_suffix(".manifest") {
+                entries.push((k.to_string(), e.metadata()?.modified()?));
+            }
+        }
+        for k in to_prune(entries, keep) {
+            tracing::info!(
+                "install cache: pruning entry {k} (keeping the {keep} most recently used)"
+            );
+            let (tree, manifest) = self.entry(&k);
+            fs_err::remove_file(&manifest)?;
+            if tree.exists() {
+                remove_tree(&tree)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    Cmd::new("cp")
+        .args(["-a", "--reflink=auto"])
+        .arg(from)
+        .arg(to)
+        .run()
+        .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    Ok(())
+}
+
+fn remove_tree(p: &Path) -> Result<()> {
+    fs_err::remove_dir_all(p).with_context(|| format!("{}: cannot remove", p.display()))
+}
+
+/// `.deb` files in the package cache superseded by the version just
+/// installed (same package and architecture, another version): the cache
+/// keeps one version of each package it has seen (pure).
+pub fn superseded_debs(files: &[String], installed: &[Package]) -> Vec<String> {
+    let now: BTreeMap<(&str, &str), &str> = installed
+        .iter()
+        .map(|p| ((p.name.as_str(), p.arch.as_str()), p.version.as_str()))
+        .collect();
+    files
+        .iter()
+        .filter(|f| {
+            let Some(stem) = f.strip_suffix(".deb") else {
+                return false;
+            };
+            let parts: Vec<&str> = stem.split('_').collect();
+            let [name, version, arch] = parts[..] else {
+                return false;
+            };
+            // apt writes an epoch's colon as %3a
+            let version = version.replace("%3a", ":");
+            now.get(&(name, arch)).is_some_and(|v| *v != version)
+        })
+        .cloned()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkg(n: &str, v: &str) -> Package {
+        Package {
+            name: n.into(),
+            version: v.into(),
+            arch: "amd64".into(),
+        }
+    }
+
+    #[test]
+    fn every_part_changes_the_key() {
+        let base = key(
+            "opts",
+            &[pkg("a", "1")],
+            &[("passwd", b"x".to_vec())],
+            Some("1"),
+        );
+        let variants = [
+            key(
+                "opts2",
+                &[pkg("a", "1")],
+                &[("passwd", b"x".to_vec())],
+                Some("1"),
+            ),
+            key(
+                "opts",
+                &[pkg("a", "2")],
+                &[("passwd", b"x".to_vec())],
+                Some("1"),
+            ),
+            key(
+                "opts",
+                &[pkg("a", "1")],
+                &[("passwd", b"y".to_vec())],
+                Some("1"),
+            ),
+            key("opts", &[pkg("a", "1")], &[], Some("1")),
+            key("opts", &[pkg("a", "1")], &[("passwd", b"x".to_vec())], None),
+        ];
+        for v in variants {
+            assert_ne!(v, base);
+        }
+        // the package order does not matter
+        assert_eq!(
+            key("o", &[pkg("a", "1"), pkg("b", "1")], &[], None),
+            key("o", &[pkg("b", "1"), pkg("a", "1")], &[], None)
+        );
+    }
+
+    #[test]
+    fn prune_keeps_the_most_recent() {
+        let t = |s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
+        let e = vec![
+            ("a".into(), t(1)),
+            ("b".into(), t(3)),
+            ("c".into(), t(2)),
+            ("d".into(), t(4)),
+        ];
+        assert_eq!(to_prune(e.clone(), 3), ["a"]);
+        assert_eq!(to_prune(e.clone(), 1), ["b", "c", "a"]);
+        assert!(to_prune(e, 4).is_empty());
+    }
+
+    #[test]
+    fn superseded_debs_table() {
+        let files: Vec<String> = [
+            "a_1_amd64.deb",
+            "a_0.9_amd64.deb",
+            "b_1%3a2.0-1_amd64.deb",
+            "b_1%3a1.0-1_amd64.deb",
+            "c_5_all.deb",
+            "lock",
+            "partial",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let mut got = superseded_debs(&files, &[pkg("a", "1"), pkg("b", "1:2.0-1")]);
+        got.sort();
+        assert_eq!(got, ["a_0.9_amd64.deb", "b_1%3a1.0-1_amd64.deb"]);
+    }
+
+    /// A stored entry is found intact; a damaged one is removed, not used;
+    /// a killed run's `tmp-` copy is removed on open.
+    #[test]
+    fn entries_are_checked_before_use() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("rootfs");
+        fs_err::create_dir_all(root.join("usr/bin")).unwrap();
+        fs_err::write(root.join("usr/bin/x"), "x").unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        let cache = InstallCache::open(&d.path().join("installs")).unwrap();
+        assert!(cache.lookup("k").unwrap().is_none());
+        cache.store("k", &root).unwrap();
+        let entry = cache.lookup("k").unwrap().expect("stored");
+        let out = d.path().join("restored");
+        cache.restore(&entry, &out).unwrap();
+        assert_eq!(digest(&out).unwrap(), digest(&root).unwrap());
+        // damage: a file cut short
+        fs_err::write(entry.join("usr/bin/x"), "").unwrap();
+        assert!(cache.lookup("k").unwrap().is_none());
+        assert!(!entry.exists(), "a damaged entry is removed");
+        // a killed run's partial copy
+        fs_err::create_dir_all(d.path().join("installs/tmp-zzz/usr")).unwrap();
+        InstallCache::open(&d.path().join("installs")).unwrap();
+        assert!(!d.path().join("installs/tmp-zzz").exists());
+    }
+}
