@@ -17,21 +17,38 @@ pub struct Blob<'a> {
 }
 
 pub fn inputhash(treefile_json: &str, blobs: &[Blob<'_>], packages: &[Package]) -> String {
-    let mut h = Sha256::new();
-    let mut part = |label: &str, bytes: &[u8]| {
-        h.update((label.len() as u64).to_le_bytes());
-        h.update(label.as_bytes());
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    part("treefile", treefile_json.as_bytes());
+    let mut h = LabelledHash::default();
+    h.part("treefile", treefile_json.as_bytes());
     for b in blobs {
-        part(&format!("file:{}", b.label), b.bytes);
+        h.part(&format!("file:{}", b.label), b.bytes);
     }
-    let mut pkgs: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
-    pkgs.sort();
-    part("packages", pkgs.join("\n").as_bytes());
-    hex::encode(h.finalize())
+    h.packages(packages);
+    h.finish()
+}
+
+/// SHA-256 over labelled, length-prefixed parts (so that moving bytes
+/// between parts changes the hash).
+#[derive(Default)]
+pub struct LabelledHash(Sha256);
+
+impl LabelledHash {
+    pub fn part(&mut self, label: &str, bytes: &[u8]) {
+        self.0.update((label.len() as u64).to_le_bytes());
+        self.0.update(label.as_bytes());
+        self.0.update((bytes.len() as u64).to_le_bytes());
+        self.0.update(bytes);
+    }
+
+    /// A package set, in any order.
+    pub fn packages(&mut self, packages: &[Package]) {
+        let mut pkgs: Vec<String> = packages.iter().map(|p| p.to_string()).collect();
+        pkgs.sort();
+        self.part("packages", pkgs.join("\n").as_bytes());
+    }
+
+    pub fn finish(self) -> String {
+        hex::encode(self.0.finalize())
+    }
 }
 
 #[cfg(test)]

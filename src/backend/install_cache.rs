@@ -43,23 +43,15 @@ pub fn key(
     seed: &[(&str, Vec<u8>)],
     sde: Option<&str>,
 ) -> String {
-    let mut h = Sha256::new();
-    let mut part = |label: &str, bytes: &[u8]| {
-        h.update((label.len() as u64).to_le_bytes());
-        h.update(label.as_bytes());
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    part("format", FORMAT.as_bytes());
-    part("backend", backend_identity.as_bytes());
-    let mut pkgs: Vec<String> = resolved.iter().map(|p| p.to_string()).collect();
-    pkgs.sort();
-    part("packages", pkgs.join("\n").as_bytes());
+    let mut h = crate::inputhash::LabelledHash::default();
+    h.part("format", FORMAT.as_bytes());
+    h.part("backend", backend_identity.as_bytes());
+    h.packages(resolved);
     for (name, bytes) in seed {
-        part(&format!("seed:{name}"), bytes);
+        h.part(&format!("seed:{name}"), bytes);
     }
-    part("source-date-epoch", sde.unwrap_or("unset").as_bytes());
-    hex::encode(h.finalize())
+    h.part("source-date-epoch", sde.unwrap_or("unset").as_bytes());
+    h.finish()
 }
 
 /// A manifest of a tree: every path (sorted) with its type, mode, owner,
