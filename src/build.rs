@@ -22,6 +22,9 @@ pub struct Options {
     /// Package cache and work directory (as for compose).
     #[arg(long)]
     pub cachedir: Option<PathBuf>,
+    /// Install the packages afresh (as for compose).
+    #[arg(long)]
+    pub no_install_cache: bool,
     /// URL of the node's update remote (default: the definition's).
     #[arg(long)]
     pub remote_url: Option<String>,
@@ -80,6 +83,7 @@ pub fn run(o: &Options) -> Result<Meta> {
     let repo = o.output.join("repo");
     let mut compose = crate::compose::Options::new(o.treefile.clone(), repo.clone());
     compose.cachedir = o.cachedir.clone();
+    compose.no_install_cache = o.no_install_cache;
     compose.write_composejson_to = Some(o.output.join("compose.json"));
     let composed = crate::compose::run(&compose)?;
     let commit = composed.commit.context("compose produced no commit")?;
