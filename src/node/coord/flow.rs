@@ -215,10 +215,7 @@ pub fn status(ctx: &NodeCtx, cfg: &Config) -> Option<CoordStatus> {
 pub fn render(s: &CoordStatus) -> String {
     let mut out = format!(
         "Reboot coordination: {} group {} ({} at a time){}\n",
-        serde_json::to_value(s.backend)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default(),
+        s.backend.as_str(),
         s.group,
         s.max_unavailable,
         s.describe

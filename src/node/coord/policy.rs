@@ -22,6 +22,17 @@ pub enum Backend {
     Fleetlock,
 }
 
+impl Backend {
+    /// The name in the configuration (`coordination = "..."`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::None => "none",
+            Backend::Kubernetes => "kubernetes",
+            Backend::Fleetlock => "fleetlock",
+        }
+    }
+}
+
 /// What to do when the drain did not finish within its timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -164,4 +175,16 @@ pub fn validate(p: &Updates) -> Result<()> {
         bail!("updates.fleetlock.group: must not be empty");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_are_the_config_names() {
+        for b in [Backend::None, Backend::Kubernetes, Backend::Fleetlock] {
+            assert_eq!(serde_json::to_value(b).unwrap(), b.as_str());
+        }
+    }
 }
