@@ -33,7 +33,11 @@ pub fn is_yaml(file: &str) -> bool {
 pub fn read_value(file: &str, text: &str) -> Result<Value, String> {
     if is_yaml(file) {
         return serde_saphyr::from_str::<Value>(text).map_err(|e| {
-            let msg = one_line(&e.to_string());
+            // "error: line L column C: MESSAGE --> <input>:L:C | snippet":
+            // the snippet would be folded into the one line; drop it.
+            let full = one_line(&e.to_string());
+            let msg = full.split(" --> ").next().unwrap_or(&full);
+            let msg = msg.strip_prefix("error: ").unwrap_or(msg);
             format!("{file}: invalid YAML: {msg}")
         });
     }

@@ -165,8 +165,7 @@ fn yaml_errors_name_line_and_hint_json_names() {
         "{:#}",
         parse("m.yaml", "ref: a\npackages: [a, b\n").unwrap_err()
     );
-    assert!(e.starts_with("m.yaml: invalid YAML: "), "{e}");
-    assert!(e.contains("line"), "names the line: {e}");
+    assert_eq!(e, "m.yaml: invalid YAML: line 2 column 11: unclosed bracket '['");
     assert!(!e.contains('\n'), "one line: {e}");
     let e = format!(
         "{:#}",
