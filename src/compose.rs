@@ -340,11 +340,12 @@ fn install_packages(
         &seed_parts,
         sde.as_deref(),
     );
-    if let Some(entry) = cache.lookup(&key)? {
+    if let Some(held) = cache.find(&key)? {
         step(
             "installing packages (a copy of the install cache's entry)",
-            || cache.restore(&entry, rootfs),
+            || held.copy_to(rootfs),
         )?;
+        drop(held);
         return crate::backend::deb::installed_packages(rootfs);
     }
     let installed = fresh()?;

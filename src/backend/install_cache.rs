@@ -18,6 +18,9 @@
 //!   nodes and timestamps kept), so the tree the postprocess steps see is
 //!   the one mmdebstrap wrote.
 //! - Pruned to the [`KEEP`] most recently used entries.
+//! - Composes sharing a cache directory take `installs/.lock`: shared
+//!   while they look up and copy an entry, exclusive while they clean up,
+//!   store or prune, so none removes what another is writing or reading.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -117,6 +120,10 @@ impl InstallCache {
     pub fn open(dir: &Path) -> Result<Self> {
         fs_err::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create the install cache", dir.display()))?;
+        let cache = Self {
+            dir: dir.to_path_buf(),
+        };
+        let _lock = cache.lock(true)?;
         for e in fs_err::read_dir(dir)?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with(TMP) {
@@ -124,9 +131,45 @@ impl InstallCache {
                 remove_tree(&e.path())?;
             }
         }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-        })
+        Ok(cache)
+    }
+
+    /// The cache-wide lock (blocking): shared to read entries, exclusive
+    /// to change the directory. Released when the file is dropped.
+    fn lock(&self, exclusive: bool) -> Result<std::fs::File> {
+        use rustix::fs::{FlockOperation, flock};
+        let path = self.dir.join(".lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("{}: cannot open", path.display()))?;
+        let op = if exclusive {
+            FlockOperation::LockExclusive
+        } else {
+            FlockOperation::LockShared
+        };
+        flock(&f, op).with_context(|| format!("{}: cannot lock", path.display()))?;
+        Ok(f)
+    }
+
+    /// The intact entry for `key`, held under the shared lock until the
+    /// returned [`Held`] is dropped (so no other compose prunes it while it
+    /// is copied). The check may remove a damaged entry, so it runs under
+    /// the exclusive lock, then downgrades.
+    pub fn find(&self, key: &str) -> Result<Option<Held<'_>>> {
+        use rustix::fs::{FlockOperation, flock};
+        let lock = self.lock(true)?;
+        let Some(entry) = self.lookup_locked(key)? else {
+            return Ok(None);
+        };
+        flock(&lock, FlockOperation::LockShared).context("install cache: downgrading the lock")?;
+        Ok(Some(Held {
+            cache: self,
+            entry,
+            _lock: lock,
+        }))
     }
 
     fn entry(&self, key: &str) -> (PathBuf, PathBuf) {
@@ -134,8 +177,14 @@ impl InstallCache {
     }
 
     /// The entry for `key` when it is complete and intact; a damaged one
-    /// is removed (and `None` returned, so the install runs afresh).
+    /// is removed (and `None` returned, so the install runs afresh). The
+    /// entry may go once this returns: [`InstallCache::find`] holds it.
     pub fn lookup(&self, key: &str) -> Result<Option<PathBuf>> {
+        let _lock = self.lock(true)?;
+        self.lookup_locked(key)
+    }
+
+    fn lookup_locked(&self, key: &str) -> Result<Option<PathBuf>> {
         let (tree, manifest) = self.entry(key);
         let Ok(want) = fs_err::read_to_string(&manifest) else {
             if tree.exists() {
@@ -157,8 +206,9 @@ impl InstallCache {
         Ok(None)
     }
 
-    /// Copy an entry to `rootfs` (which must not exist) and mark it used.
-    pub fn restore(&self, entry: &Path, rootfs: &Path) -> Result<()> {
+    /// Copy an entry to `rootfs` (which must not exist) and mark it used
+    /// (the caller holds the lock).
+    fn restore(&self, entry: &Path, rootfs: &Path) -> Result<()> {
         copy_tree(entry, rootfs)?;
         let (_, manifest) = self.entry(&entry.file_name().unwrap_or_default().to_string_lossy());
         let f = std::fs::OpenOptions::new().append(true).open(&manifest)?;
@@ -168,6 +218,7 @@ impl InstallCache {
 
     /// Keep `rootfs` (just installed) as the entry for `key`, then prune.
     pub fn store(&self, key: &str, rootfs: &Path) -> Result<()> {
+        let _lock = self.lock(true)?;
         let (tree, manifest) = self.entry(key);
         let tmp = self.dir.join(format!("{TMP}{key}"));
         copy_tree(rootfs, &tmp)?;
@@ -199,6 +250,20 @@ impl InstallCache {
             }
         }
         Ok(())
+    }
+}
+
+/// An entry found by [`InstallCache::find`], locked against pruning.
+pub struct Held<'a> {
+    cache: &'a InstallCache,
+    entry: PathBuf,
+    _lock: std::fs::File,
+}
+
+impl Held<'_> {
+    /// Copy the entry to `rootfs` (which must not exist).
+    pub fn copy_to(&self, rootfs: &Path) -> Result<()> {
+        self.cache.restore(&self.entry, rootfs)
     }
 }
 
@@ -327,6 +392,33 @@ mod tests {
         assert_eq!(got, ["a_0.9_amd64.deb", "b_1%3a1.0-1_amd64.deb"]);
     }
 
+    /// A compose copying an entry holds off another's store (and its
+    /// pruning) until the copy is done.
+    #[test]
+    fn a_held_entry_blocks_changes() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("rootfs");
+        fs_err::create_dir_all(root.join("etc")).unwrap();
+        let dir = d.path().join("installs");
+        let cache = InstallCache::open(&dir).unwrap();
+        cache.store("k", &root).unwrap();
+        let held = cache.find("k").unwrap().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (dir2, root2) = (dir.clone(), root.clone());
+        let t = std::thread::spawn(move || {
+            let other = InstallCache { dir: dir2 };
+            other.store("k2", &root2).unwrap();
+            tx.send(()).unwrap();
+        });
+        let waited = rx.recv_timeout(std::time::Duration::from_millis(500));
+        assert!(waited.is_err(), "the store must wait for the held entry");
+        held.copy_to(&d.path().join("copy")).unwrap();
+        drop(held);
+        rx.recv().unwrap();
+        t.join().unwrap();
+        assert!(cache.find("k2").unwrap().is_some());
+    }
+
     /// A stored entry is found intact; a damaged one is removed, not used;
     /// a killed run's `tmp-` copy is removed on open.
     #[test]
@@ -341,7 +433,13 @@ mod tests {
         cache.store("k", &root).unwrap();
         let entry = cache.lookup("k").unwrap().expect("stored");
         let out = d.path().join("restored");
-        cache.restore(&entry, &out).unwrap();
+        cache
+            .find("k")
+            .unwrap()
+            .expect("found")
+            .copy_to(&out)
+            .unwrap();
+        assert!(cache.find("other").unwrap().is_none());
         assert_eq!(digest(&out).unwrap(), digest(&root).unwrap());
         // damage: a file cut short
         fs_err::write(entry.join("usr/bin/x"), "").unwrap();

@@ -42,8 +42,8 @@ pub struct Treefile {
     /// The finalised fragment: what `--print-only` prints.
     pub flat: Fragment,
     pub basedir: PathBuf,
-    /// Warnings from reading it (comment-free retired keys, deprecations),
-    /// one line each; logged by [`Treefile::load`].
+    /// Warnings from reading it (comment keys, retired keys, deprecated
+    /// values), one line each; logged by [`Treefile::load`].
     pub warnings: Vec<String>,
 }
 
@@ -57,16 +57,8 @@ impl std::ops::Deref for Treefile {
 impl Treefile {
     /// Read `path` and everything it includes. Every error found is in the
     /// returned error, one line each (file, field, message).
+    /// The warnings are logged (and kept in [`Treefile::warnings`]).
     pub fn load(path: &Path) -> Result<Self> {
-        let t = Self::load_quiet(path)?;
-        for w in &t.warnings {
-            tracing::warn!("{w}");
-        }
-        Ok(t)
-    }
-
-    /// [`Treefile::load`] without logging the warnings.
-    pub fn load_quiet(path: &Path) -> Result<Self> {
         let top = path
             .canonicalize()
             .with_context(|| format!("{}: cannot open treefile", path.display()))?;
@@ -82,6 +74,9 @@ impl Treefile {
             return Err(error_report(&shown, errors));
         }
         let mut t = t.expect("no errors means a fragment");
+        for w in &l.warnings {
+            tracing::warn!("{w}");
+        }
         t.warnings = l.warnings;
         Ok(t)
     }

@@ -165,7 +165,10 @@ fn yaml_errors_name_line_and_hint_json_names() {
         "{:#}",
         parse("m.yaml", "ref: a\npackages: [a, b\n").unwrap_err()
     );
-    assert_eq!(e, "m.yaml: invalid YAML: line 2 column 11: unclosed bracket '['");
+    assert_eq!(
+        e,
+        "m.yaml: invalid YAML: line 2 column 11: unclosed bracket '['"
+    );
     assert!(!e.contains('\n'), "one line: {e}");
     let e = format!(
         "{:#}",
