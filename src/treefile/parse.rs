@@ -65,7 +65,7 @@ fn looks_like_yaml(text: &str) -> bool {
         || first.starts_with("- ")
         || first
             .split_once(':')
-            .is_some_and(|(k, _)| !k.contains(' ') || k.starts_with('"'))
+            .is_some_and(|(k, _)| !k.is_empty() && !k.contains(' ') && !k.starts_with('"'))
 }
 
 fn one_line(s: &str) -> String {
