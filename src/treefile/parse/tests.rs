@@ -178,6 +178,9 @@ fn yaml_errors_name_line_and_hint_json_names() {
         e.contains("invalid JSON") && e.contains("looks like YAML"),
         "{e}"
     );
+    // broken JSON is not taken for YAML
+    let e = format!("{:#}", parse("m.json", "\"ref\": \"a\"\n").unwrap_err());
+    assert!(!e.contains("YAML"), "{e}");
 }
 
 /// Every bad key in a file is reported, not just the first.
