@@ -23,7 +23,7 @@ now() { date +%s.%N; }
 # The same package list: the flattened treefile's packages (mkosi adds
 # Debian's required set itself, as mmdebstrap's minbase does).
 pkgs=$("$keelson" compose --print-only --repo /nonexistent "$treefile" 2>/dev/null |
-  python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin)["packages"]))')
+  python3 -c 'import json,sys; print(",".join(json.load(sys.stdin)["packages"]))')
 mkdir -p "$work/mkosi" "$cache/mkosi"
 cat > "$work/mkosi/mkosi.default" <<CONF
 [Distribution]
@@ -37,6 +37,7 @@ OutputDirectory=$work/mkosi/out
 
 [Content]
 Packages=$pkgs
+WithDocs=yes
 Cache=$cache/mkosi
 
 [Partitions]
