@@ -273,9 +273,9 @@ pub const FIELDS: &[Field] = &[
     f("osname", T, Keelson),
 ];
 
-/// Keys rpm-ostree has retired but still tolerates in old files: accepted
-/// with a warning and dropped.
-pub const RETIRED: &[&str] = &["rojig", "ex-jigdo-spec", "ex-jigdo-optional"];
+/// Keys rpm-ostree has retired (rojig and its jigdo predecessor) but that
+/// old files still carry: accepted with a warning and dropped.
+pub const RETIRED: &[&str] = &["rojig", "ex-rojig-spec", "ex-jigdo-spec"];
 
 /// rpm basearch names (dnf's list), with the Debian architecture names
 /// that mean the same machine. `packages-<arch>` and `arch-include` accept both; the
@@ -438,6 +438,7 @@ mod tests {
             ("comment-packages-s390x", "comment"),
             ("rojig", "retired"),
             ("ex-jigdo-spec", "retired"),
+            ("ex-rojig-spec", "retired"),
             ("pakages", "unknown"),
         ];
         for (key, want) in t {
