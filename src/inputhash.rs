@@ -55,13 +55,7 @@ impl LabelledHash {
 mod tests {
     use super::*;
 
-    fn pkg(n: &str, v: &str) -> Package {
-        Package {
-            name: n.into(),
-            version: v.into(),
-            arch: "amd64".into(),
-        }
-    }
+    use crate::backend::test_pkg as pkg;
 
     #[test]
     fn every_input_changes_the_hash() {

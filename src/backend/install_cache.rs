@@ -178,12 +178,7 @@ impl InstallCache {
 
     /// The entry for `key` when it is complete and intact; a damaged one
     /// is removed (and `None` returned, so the install runs afresh). The
-    /// entry may go once this returns: [`InstallCache::find`] holds it.
-    pub fn lookup(&self, key: &str) -> Result<Option<PathBuf>> {
-        let _lock = self.lock(true)?;
-        self.lookup_locked(key)
-    }
-
+    /// caller holds the exclusive lock.
     fn lookup_locked(&self, key: &str) -> Result<Option<PathBuf>> {
         let (tree, manifest) = self.entry(key);
         let Ok(want) = fs_err::read_to_string(&manifest) else {
@@ -311,13 +306,7 @@ pub fn superseded_debs(files: &[String], installed: &[Package]) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn pkg(n: &str, v: &str) -> Package {
-        Package {
-            name: n.into(),
-            version: v.into(),
-            arch: "amd64".into(),
-        }
-    }
+    use crate::backend::test_pkg as pkg;
 
     #[test]
     fn every_part_changes_the_key() {
@@ -429,9 +418,9 @@ mod tests {
         fs_err::write(root.join("usr/bin/x"), "x").unwrap();
         std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
         let cache = InstallCache::open(&d.path().join("installs")).unwrap();
-        assert!(cache.lookup("k").unwrap().is_none());
+        assert!(cache.find("k").unwrap().is_none());
         cache.store("k", &root).unwrap();
-        let entry = cache.lookup("k").unwrap().expect("stored");
+        let entry = cache.find("k").unwrap().expect("stored").entry.clone();
         let out = d.path().join("restored");
         cache
             .find("k")
@@ -443,7 +432,7 @@ mod tests {
         assert_eq!(digest(&out).unwrap(), digest(&root).unwrap());
         // damage: a file cut short
         fs_err::write(entry.join("usr/bin/x"), "").unwrap();
-        assert!(cache.lookup("k").unwrap().is_none());
+        assert!(cache.find("k").unwrap().is_none());
         assert!(!entry.exists(), "a damaged entry is removed");
         // a killed run's partial copy
         fs_err::create_dir_all(d.path().join("installs/tmp-zzz/usr")).unwrap();

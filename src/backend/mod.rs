@@ -20,3 +20,13 @@ impl fmt::Display for Package {
         write!(f, "{}:{}={}", self.name, self.arch, self.version)
     }
 }
+
+/// An amd64 package, for tests.
+#[cfg(test)]
+pub fn test_pkg(name: &str, version: &str) -> Package {
+    Package {
+        name: name.into(),
+        version: version.into(),
+        arch: "amd64".into(),
+    }
+}

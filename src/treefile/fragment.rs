@@ -71,25 +71,6 @@ pub enum IdEntry {
     Pair(u32, u32),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckPasswdKind {
-    None,
-    Previous,
-    File,
-    Data,
-}
-
-impl CheckPasswd {
-    pub fn kind(&self) -> CheckPasswdKind {
-        match self {
-            CheckPasswd::None => CheckPasswdKind::None,
-            CheckPasswd::Previous => CheckPasswdKind::Previous,
-            CheckPasswd::File { .. } => CheckPasswdKind::File,
-            CheckPasswd::Data { .. } => CheckPasswdKind::Data,
-        }
-    }
-}
-
 /// `edition`: 2014 (the default) or 2024, which changes defaults.
 #[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Deserialize, Serialize)]
 pub enum Edition {
@@ -227,23 +208,6 @@ crate::mergeable! {
         /// into `packages` when the treefile is finalised).
         #[serde(skip)]
         pub arch_packages: BTreeMap<String, Vec<String>>,
-    }
-}
-
-impl Fragment {
-    /// `check-passwd` as the compose uses it (default: previous).
-    pub fn check_passwd_kind(&self) -> CheckPasswdKind {
-        self.check_passwd
-            .as_ref()
-            .map(CheckPasswd::kind)
-            .unwrap_or(CheckPasswdKind::Previous)
-    }
-
-    pub fn check_groups_kind(&self) -> CheckPasswdKind {
-        self.check_groups
-            .as_ref()
-            .map(CheckPasswd::kind)
-            .unwrap_or(CheckPasswdKind::Previous)
     }
 }
 

@@ -17,7 +17,7 @@ use std::path::{Component, Path, PathBuf};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
-pub use fragment::{Backend, CheckPasswd, CheckPasswdKind, DebSource, Fragment, IdEntry};
+pub use fragment::{Backend, CheckPasswd, DebSource, Fragment, IdEntry};
 
 /// Includes deeper than this are almost certainly a mistake.
 const MAX_INCLUDE_DEPTH: usize = 32;

@@ -152,7 +152,7 @@ fn parse_key(file: &str, key: String, v: Value, out: &mut Parsed) {
                 .entry(arch.to_string())
                 .or_default()
                 .extend(list),
-            Err(e) => out.errors.push(format!("{file}: {key}{}", sub_path(&e))),
+            Err(e) => out.errors.push(format!("{file}: {key}{}", describe(&e))),
         },
         Key::Comment => out
             .warnings
@@ -166,18 +166,12 @@ fn parse_key(file: &str, key: String, v: Value, out: &mut Parsed) {
     }
 }
 
-/// `field[3].sub: message` for an error under a single-key object.
+/// `field[3].sub: message` for an error under a single-key object, or
+/// `[0]: message` for one in a value already under a named key.
 fn describe(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
     let path = e.path().to_string();
     let path = if path == "." { String::new() } else { path };
     format!("{path}: {}", simplify(e.inner()))
-}
-
-/// `[0]: message` for an error in a value already under a named key.
-fn sub_path(e: &serde_path_to_error::Error<serde_json::Error>) -> String {
-    let path = e.path().to_string();
-    let sub = if path == "." { String::new() } else { path };
-    format!("{sub}: {}", simplify(e.inner()))
 }
 
 /// serde_json appends " at line 1 column 0" for values deserialised from a
