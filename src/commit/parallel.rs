@@ -225,25 +225,35 @@ fn xattrs_of(path: &Path) -> Result<glib::Variant> {
 fn write_content(repo: &ostree::Repo, path: &Path) -> Result<String> {
     let m = fs::symlink_metadata(path)?;
     let xattrs = xattrs_of(path)?;
-    let (input, info): (gio::InputStream, gio::FileInfo) = if m.file_type().is_symlink() {
+    let (bytes, info) = if m.file_type().is_symlink() {
         let target = fs::read_link(path)?;
         let target = target
             .to_str()
             .ok_or_else(|| anyhow!("symlink target is not UTF-8"))?;
-        let empty = gio::MemoryInputStream::new();
-        (empty.upcast(), file_info(&m, Some(target)))
+        (glib::Bytes::from_static(b""), file_info(&m, Some(target)))
     } else {
-        let data = fs::read(path)?;
-        let bytes = glib::Bytes::from_owned(data);
         (
-            gio::MemoryInputStream::from_bytes(&bytes).upcast(),
+            glib::Bytes::from_owned(fs::read(path)?),
             file_info(&m, None),
         )
     };
+    let input = || gio::MemoryInputStream::from_bytes(&bytes);
+    // Hash first (cheap) and skip objects the repo has: a recompose
+    // compresses only what changed, not the whole tree again.
+    let csum = ostree::checksum_file_from_input(
+        &info,
+        Some(&xattrs),
+        Some(&input()),
+        ostree::ObjectType::File,
+        gio::Cancellable::NONE,
+    )
+    .map_err(|e| anyhow!("{e}"))?
+    .to_hex();
+    if repo.has_object(ostree::ObjectType::File, &csum, gio::Cancellable::NONE)? {
+        return Ok(csum);
+    }
     let (stream, len) =
-        ostree::raw_file_to_content_stream(&input, &info, Some(&xattrs), gio::Cancellable::NONE)?;
-    let csum = repo.write_content(None, &stream, len, gio::Cancellable::NONE)?;
-    Ok(csum.to_hex())
+        ostree::raw_file_to_content_stream(&input(), &info, Some(&xattrs), gio::Cancellable::NONE)?;
+    let written = repo.write_content(Some(&csum), &stream, len, gio::Cancellable::NONE)?;
+    Ok(written.to_hex())
 }
-
-use ostree::prelude::Cast;
