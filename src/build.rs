@@ -25,6 +25,9 @@ pub struct Options {
     /// Install the packages afresh (as for compose).
     #[arg(long)]
     pub no_install_cache: bool,
+    /// Run dracut afresh (as for compose).
+    #[arg(long)]
+    pub no_initramfs_cache: bool,
     /// URL of the node's update remote (default: the definition's).
     #[arg(long)]
     pub remote_url: Option<String>,
@@ -84,6 +87,7 @@ pub fn run(o: &Options) -> Result<Meta> {
     let mut compose = crate::compose::Options::new(o.treefile.clone(), repo.clone());
     compose.cachedir = o.cachedir.clone();
     compose.no_install_cache = o.no_install_cache;
+    compose.no_initramfs_cache = o.no_initramfs_cache;
     compose.write_composejson_to = Some(o.output.join("compose.json"));
     let composed = crate::compose::run(&compose)?;
     let commit = composed.commit.context("compose produced no commit")?;

@@ -38,6 +38,10 @@ pub struct Options {
     /// cache under --cachedir (`installs/`).
     #[arg(long)]
     pub no_install_cache: bool,
+    /// Run dracut afresh: neither use nor fill the initramfs cache under
+    /// --cachedir (`initramfs/`).
+    #[arg(long)]
+    pub no_initramfs_cache: bool,
     /// Create or update the mtime of FILE when a new commit is written.
     #[arg(long, value_name = "FILE")]
     pub touch_if_changed: Option<PathBuf>,
@@ -69,6 +73,7 @@ impl Options {
             dry_run: false,
             force_nocache: false,
             no_install_cache: false,
+            no_initramfs_cache: false,
             touch_if_changed: None,
             write_composejson_to: None,
             threads: None,
@@ -277,10 +282,19 @@ fn no_commit(opts: &Options, p: &Planned, unchanged: bool, start: Instant) -> Re
 /// installed packages.
 fn build_and_commit(opts: &Options, p: &Planned, scratch: &Path) -> Result<(String, usize)> {
     let sde = commit::timestamp(None)? as i64;
+    // SOURCE_DATE_EPOCH as given ("unset" in the cache keys when it is not)
+    let sde_label = commit::source_date_epoch()?.map(|v| v.to_string());
     let rootfs = scratch.join("rootfs");
     let debcache = opts.cachedir.as_ref().map(|c| c.join("debs"));
     let seed = passwd_seed(&p.tf, p.previous.as_ref(), scratch)?;
-    let installed = install_packages(opts, p, &rootfs, debcache.as_deref(), seed.as_deref())?;
+    let installed = install_packages(
+        opts,
+        p,
+        &rootfs,
+        debcache.as_deref(),
+        seed.as_deref(),
+        sde_label.as_deref(),
+    )?;
     let unpredicted = crate::backend::deb::unpredicted(&p.resolved, &installed);
     if !unpredicted.is_empty() {
         tracing::warn!(
@@ -294,6 +308,15 @@ fn build_and_commit(opts: &Options, p: &Planned, scratch: &Path) -> Result<(Stri
         })?;
     }
     let tree = crate::util::tree::Tree::open(&rootfs)?;
+    let initramfs_cache = opts
+        .cachedir
+        .as_ref()
+        .filter(|_| !opts.no_initramfs_cache)
+        .map(|c| postprocess::CacheCtx {
+            dir: c.join("initramfs"),
+            packages: &installed,
+            source_date_epoch: sde_label.clone(),
+        });
     postprocess::run(&postprocess::Ctx {
         root: &rootfs,
         tree: &tree,
@@ -303,6 +326,7 @@ fn build_and_commit(opts: &Options, p: &Planned, scratch: &Path) -> Result<(Stri
         previous_group: p.previous.as_ref().and_then(|p| p.group.clone()),
         agent: p.agent.clone(),
         source_date_epoch: sde,
+        initramfs_cache,
     })?;
     let checksum = commit_tree(opts, p, &rootfs, &installed, sde)?;
     Ok((checksum, installed.len()))
@@ -316,6 +340,7 @@ fn install_packages(
     rootfs: &Path,
     debcache: Option<&Path>,
     seed: Option<&Path>,
+    sde: Option<&str>,
 ) -> Result<Vec<crate::backend::Package>> {
     use crate::backend::install_cache::{self, InstallCache};
     let fresh = || {
@@ -333,13 +358,7 @@ fn install_packages(
             seed_parts.push((name, fs_err::read(&f)?));
         }
     }
-    let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
-    let key = install_cache::key(
-        &p.backend.identity(),
-        &p.resolved,
-        &seed_parts,
-        sde.as_deref(),
-    );
+    let key = install_cache::key(&p.backend.identity(), &p.resolved, &seed_parts, sde);
     if let Some(held) = cache.find(&key)? {
         step(
             "installing packages (a copy of the install cache's entry)",

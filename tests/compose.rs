@@ -1,10 +1,11 @@
 //! The real compose of the default treefile, end to end: mmdebstrap from
 //! the host's apt sources, dracut inside the tree, libostree commit. Then
 //! the commit is deployed with `ostree admin` into a scratch sysroot, a
-//! recompose with unchanged inputs must write nothing, and a compose into a
-//! second fresh repo (its packages copied from the install cache the first
-//! compose filled) must give the same commit checksum. Every compose's log
-//! must be clean (no GLib CRITICAL, no warning).
+//! recompose with unchanged inputs must write nothing, and a configuration
+//! change composed into a fresh repo from the install and initramfs caches
+//! the first compose filled must give the commit checksum a cold compose
+//! (both caches off) of the same treefile gives. Every compose's log must
+//! be clean (no GLib CRITICAL, no warning).
 //!
 //! Between the first compose and the no-op: kill -9 trials in the package
 //! install, dracut and commit phases. After each, no process keelson started
@@ -25,11 +26,15 @@ use common::{cache, manifest, run as sh};
 const SDE: &str = "1700000000";
 
 fn compose_cmd(repo: &Path) -> Command {
+    compose_cmd_for(repo, &manifest().join("treefiles/k8s-node.json"))
+}
+
+fn compose_cmd_for(repo: &Path, treefile: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_keelson"));
     c.env("SOURCE_DATE_EPOCH", SDE)
         .env_remove("RUST_LOG")
         .arg("compose")
-        .arg(manifest().join("treefiles/k8s-node.json"))
+        .arg(treefile)
         .arg("--repo")
         .arg(repo)
         .arg("--cachedir")
@@ -43,7 +48,11 @@ fn compose(repo: &Path, json: &Path) -> serde_json::Value {
 }
 
 fn compose_with_log(repo: &Path, json: &Path) -> (serde_json::Value, String) {
-    let out = compose_cmd(repo)
+    compose_logged(compose_cmd(repo), json)
+}
+
+fn compose_logged(mut cmd: Command, json: &Path) -> (serde_json::Value, String) {
+    let out = cmd
         .arg("--write-composejson-to")
         .arg(json)
         .output()
@@ -104,13 +113,13 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// kill -9 a compose `delay` after the log line `marker`: no child left
+/// kill -9 a compose `delay_ms` after the log line `marker`: no child left
 /// running, no mount left under the cache, the ref untouched, fsck clean.
 fn kill_trial(
     repo: &Path,
     (reference, commit): (&str, &str),
     marker: &str,
-    delay: u64,
+    delay_ms: u64,
     children: bool,
 ) -> String {
     use std::io::BufRead;
@@ -118,6 +127,10 @@ fn kill_trial(
     if marker.contains("mmdebstrap") {
         // kill mmdebstrap itself, not a copy of the install cache's entry
         cmd.arg("--no-install-cache");
+    }
+    if marker.contains("dracut") {
+        // kill dracut itself, not a copy of the initramfs cache's image
+        cmd.arg("--no-initramfs-cache");
     }
     let mut child = cmd
         .arg("--force-nocache")
@@ -146,7 +159,7 @@ fn kill_trial(
             break;
         }
     }
-    std::thread::sleep(std::time::Duration::from_secs(delay));
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
     let kids = descendants(child.id());
     // The commit is written in-process: no child then.
     assert_eq!(!kids.is_empty(), children, "{marker}: children {kids:?}");
@@ -176,7 +189,7 @@ fn kill_trial(
     let fsck = ostree(repo, &["fsck"]);
     assert!(fsck.contains("no errors found"), "{marker}: {fsck}");
     format!(
-        "{marker} +{delay}s: {} children killed, ref kept, fsck clean",
+        "{marker} +{delay_ms} ms: {} children killed, ref kept, fsck clean",
         kids.len()
     )
 }
@@ -214,8 +227,13 @@ fn compose_default_treefile_deploy_noop_and_reproducible() {
     let repo = d.path().join("repo");
     // The first compose installs from scratch (and fills the install cache).
     let _ = std::fs::remove_dir_all(cache().join("installs"));
+    let _ = std::fs::remove_dir_all(cache().join("initramfs"));
     let (first, log) = compose_with_log(&repo, &d.path().join("c1.json"));
     assert!(log.contains("installing packages (mmdebstrap)"), "{log}");
+    assert!(
+        log.contains("initramfs: built by dracut and saved to the initramfs cache"),
+        "{log}"
+    );
     let reference = first["ref"].as_str().unwrap().to_string();
     let commit = first["commit"].as_str().unwrap().to_string();
     assert_eq!(first["changed"], true);
@@ -338,10 +356,12 @@ fn compose_default_treefile_deploy_noop_and_reproducible() {
 
     // kill -9 in each phase: package install, dracut, commit.
     let mut trials = vec![];
+    // The commit hashes every file but writes only new objects: ~1.5 s
+    // here when the repo has them all, so its kill comes early.
     for (marker, delay, children) in [
-        ("installing packages (mmdebstrap)…", 20, true),
-        ("postprocess: initramfs (dracut)…", 4, true),
-        ("committing…", 4, false),
+        ("installing packages (mmdebstrap)…", 20_000, true),
+        ("postprocess: initramfs (dracut)…", 4_000, true),
+        ("committing…", 300, false),
     ] {
         let t = kill_trial(&repo, (&reference, &commit), marker, delay, children);
         eprintln!("kill -9 trial: {t}");
@@ -379,18 +399,42 @@ fn compose_default_treefile_deploy_noop_and_reproducible() {
         "stale work directories removed"
     );
 
-    // Same inputs, fresh repo: same commit checksum, with the packages
-    // copied from the install cache the first compose filled (so the cache
-    // gives the tree a from-scratch install gives).
-    let repo2 = d.path().join("repo2");
-    let (second, log) = compose_with_log(&repo2, &d.path().join("c3.json"));
-    assert!(
-        log.contains("installing packages (a copy of the install cache's entry)"),
-        "the install cache was used:\n{log}"
+    // A configuration change (one more file; the package set and what the
+    // initramfs holds stay the same) composed into a fresh repo: the
+    // packages and the initramfs come from the caches the first compose
+    // filled, and the commit is the one a cold compose of the same
+    // treefile (both caches off) gives, byte for byte.
+    let changed = d.path().join("changed");
+    std::fs::create_dir_all(&changed).unwrap();
+    std::fs::write(changed.join("motd"), "a configuration change\n").unwrap();
+    let tf2 = changed.join("t.json");
+    std::fs::write(
+        &tf2,
+        serde_json::json!({
+            "include": manifest().join("treefiles/k8s-node.json"),
+            "add-files": [["motd", "/usr/lib/keelson/test-motd"]],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let (cached, log) = compose_logged(
+        compose_cmd_for(&d.path().join("repo2"), &tf2),
+        &d.path().join("c3.json"),
     );
+    for used in [
+        "installing packages (a copy of the install cache's entry)",
+        "initramfs: copied from the initramfs cache",
+    ] {
+        assert!(log.contains(used), "{used}:\n{log}");
+    }
+    let mut cold = compose_cmd_for(&d.path().join("repo3"), &tf2);
+    cold.args(["--no-install-cache", "--no-initramfs-cache"]);
+    let (cold, log) = compose_logged(cold, &d.path().join("c4.json"));
+    assert!(log.contains("installing packages (mmdebstrap)"), "{log}");
+    assert!(!log.contains("initramfs cache"), "{log}");
+    assert_ne!(cold["commit"], commit.as_str());
     assert_eq!(
-        second["commit"],
-        commit.as_str(),
-        "composes must be reproducible, from the install cache too"
+        cached["commit"], cold["commit"],
+        "a compose from the caches gives the commit a cold compose gives"
     );
 }

@@ -9,35 +9,31 @@
 //!   `recommends`, `documentation` and `install-langs`), the passwd/group
 //!   seed, SOURCE_DATE_EPOCH, and the cache format. The treefile's other
 //!   fields only act after the install, so they are not in the key.
-//! - An entry is written under a `tmp-` name and renamed into place with a
-//!   manifest ([`digest`]: every path with its type, mode, owner, size and
-//!   link target); a killed run leaves only `tmp-` directories, removed by
-//!   the next run. An entry whose tree no longer matches its manifest is
-//!   removed and rebuilt, never used.
+//! - Entries live in a [`CacheDir`] (built under `tmp-`, renamed, manifest
+//!   last, a shared/exclusive lock, pruning). The manifest is [`digest`]:
+//!   every path with its type, mode, owner, size and link target. An entry
+//!   whose tree no longer matches its manifest is removed and rebuilt,
+//!   never used.
 //! - `cp -a` copies both ways (owners, modes, xattrs, hard links, device
 //!   nodes and timestamps kept), so the tree the postprocess steps see is
 //!   the one mmdebstrap wrote.
 //! - Pruned to the [`KEEP`] most recently used entries.
-//! - Composes sharing a cache directory take `installs/.lock`: shared
-//!   while they look up and copy an entry, exclusive while they clean up,
-//!   store or prune, so none removes what another is writing or reading.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
 use super::Package;
+use crate::util::cache_dir::CacheDir;
 use crate::util::cmd::Cmd;
 
 /// Entries kept (most recently used first).
 pub const KEEP: usize = 3;
 /// Bumped when what an entry holds changes meaning.
 const FORMAT: &str = "keelson-install-cache-1";
-const TMP: &str = "tmp-";
 
 /// The cache key: labelled, length-prefixed parts (pure).
 pub fn key(
@@ -103,55 +99,17 @@ fn walk(root: &Path, rel: &Path, out: &mut Vec<String>) -> Result<()> {
     Ok(())
 }
 
-/// Which entries to remove so that the `keep` most recently used remain
-/// (pure; `entries` are names with their last use).
-pub fn to_prune(mut entries: Vec<(String, SystemTime)>, keep: usize) -> Vec<String> {
-    entries.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    entries.into_iter().skip(keep).map(|(n, _)| n).collect()
-}
-
 /// The cache directory (`CACHEDIR/installs`).
 pub struct InstallCache {
-    dir: PathBuf,
+    dir: CacheDir,
 }
 
 impl InstallCache {
     /// Open (create) the cache and remove what killed runs left.
     pub fn open(dir: &Path) -> Result<Self> {
-        fs_err::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create the install cache", dir.display()))?;
-        let cache = Self {
-            dir: dir.to_path_buf(),
-        };
-        let _lock = cache.lock(true)?;
-        for e in fs_err::read_dir(dir)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with(TMP) {
-                tracing::info!("install cache: removing {name}, left by an interrupted compose");
-                remove_tree(&e.path())?;
-            }
-        }
-        Ok(cache)
-    }
-
-    /// The cache-wide lock (blocking): shared to read entries, exclusive
-    /// to change the directory. Released when the file is dropped.
-    fn lock(&self, exclusive: bool) -> Result<std::fs::File> {
-        use rustix::fs::{FlockOperation, flock};
-        let path = self.dir.join(".lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("{}: cannot open", path.display()))?;
-        let op = if exclusive {
-            FlockOperation::LockExclusive
-        } else {
-            FlockOperation::LockShared
-        };
-        flock(&f, op).with_context(|| format!("{}: cannot lock", path.display()))?;
-        Ok(f)
+        Ok(Self {
+            dir: CacheDir::open(dir, "install cache")?,
+        })
     }
 
     /// The intact entry for `key`, held under the shared lock until the
@@ -159,106 +117,59 @@ impl InstallCache {
     /// is copied). The check may remove a damaged entry, so it runs under
     /// the exclusive lock, then downgrades.
     pub fn find(&self, key: &str) -> Result<Option<Held<'_>>> {
-        use rustix::fs::{FlockOperation, flock};
-        let lock = self.lock(true)?;
+        let lock = self.dir.lock(true)?;
         let Some(entry) = self.lookup_locked(key)? else {
             return Ok(None);
         };
-        flock(&lock, FlockOperation::LockShared).context("install cache: downgrading the lock")?;
+        self.dir.downgrade(&lock)?;
         Ok(Some(Held {
             cache: self,
+            key: key.to_string(),
             entry,
             _lock: lock,
         }))
-    }
-
-    fn entry(&self, key: &str) -> (PathBuf, PathBuf) {
-        (self.dir.join(key), self.dir.join(format!("{key}.manifest")))
     }
 
     /// The entry for `key` when it is complete and intact; a damaged one
     /// is removed (and `None` returned, so the install runs afresh). The
     /// caller holds the exclusive lock.
     fn lookup_locked(&self, key: &str) -> Result<Option<PathBuf>> {
-        let (tree, manifest) = self.entry(key);
-        let Ok(want) = fs_err::read_to_string(&manifest) else {
-            if tree.exists() {
-                remove_tree(&tree)?; // renamed into place, manifest never written
-            }
+        let tree = self.dir.data(key);
+        let Ok(want) = fs_err::read_to_string(self.dir.manifest(key)) else {
+            self.dir.remove(key)?; // renamed into place, manifest never written
             return Ok(None);
         };
         if tree.is_dir() && digest(&tree)? == want.trim() {
             return Ok(Some(tree));
         }
-        tracing::warn!(
-            "install cache: entry {} does not match its manifest; removing it and installing afresh",
-            tree.display()
-        );
-        let _ = fs_err::remove_file(&manifest);
-        if tree.exists() {
-            remove_tree(&tree)?;
-        }
+        self.dir.discard(key, "does not match its manifest")?;
         Ok(None)
-    }
-
-    /// Copy an entry to `rootfs` (which must not exist) and mark it used
-    /// (the caller holds the lock).
-    fn restore(&self, entry: &Path, rootfs: &Path) -> Result<()> {
-        copy_tree(entry, rootfs)?;
-        let (_, manifest) = self.entry(&entry.file_name().unwrap_or_default().to_string_lossy());
-        let f = std::fs::OpenOptions::new().append(true).open(&manifest)?;
-        f.set_modified(SystemTime::now())?;
-        Ok(())
     }
 
     /// Keep `rootfs` (just installed) as the entry for `key`, then prune.
     pub fn store(&self, key: &str, rootfs: &Path) -> Result<()> {
-        let _lock = self.lock(true)?;
-        let (tree, manifest) = self.entry(key);
-        let tmp = self.dir.join(format!("{TMP}{key}"));
+        let _lock = self.dir.lock(true)?;
+        let tmp = self.dir.tmp(key);
         copy_tree(rootfs, &tmp)?;
         let d = digest(&tmp)?;
-        if tree.exists() {
-            remove_tree(&tree)?;
-        }
-        fs_err::rename(&tmp, &tree)?;
-        crate::util::fsutil::write_atomic(&manifest, format!("{d}\n").as_bytes())?;
-        self.prune(KEEP)
-    }
-
-    fn prune(&self, keep: usize) -> Result<()> {
-        let mut entries = Vec::new();
-        for e in fs_err::read_dir(&self.dir)?.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some(k) = name.strip_suffix(".manifest") {
-                entries.push((k.to_string(), e.metadata()?.modified()?));
-            }
-        }
-        for k in to_prune(entries, keep) {
-            tracing::info!(
-                "install cache: pruning entry {k} (keeping the {keep} most recently used)"
-            );
-            let (tree, manifest) = self.entry(&k);
-            fs_err::remove_file(&manifest)?;
-            if tree.exists() {
-                remove_tree(&tree)?;
-            }
-        }
-        Ok(())
+        self.dir
+            .commit(key, &tmp, format!("{d}\n").as_bytes(), KEEP)
     }
 }
 
 /// An entry found by [`InstallCache::find`], locked against pruning.
 pub struct Held<'a> {
     cache: &'a InstallCache,
+    key: String,
     entry: PathBuf,
     _lock: std::fs::File,
 }
 
 impl Held<'_> {
-    /// Copy the entry to `rootfs` (which must not exist).
+    /// Copy the entry to `rootfs` (which must not exist) and mark it used.
     pub fn copy_to(&self, rootfs: &Path) -> Result<()> {
-        self.cache.restore(&self.entry, rootfs)
+        copy_tree(&self.entry, rootfs)?;
+        self.cache.dir.touch(&self.key)
     }
 }
 
@@ -270,10 +181,6 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
         .run()
         .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
     Ok(())
-}
-
-fn remove_tree(p: &Path) -> Result<()> {
-    fs_err::remove_dir_all(p).with_context(|| format!("{}: cannot remove", p.display()))
 }
 
 /// `.deb` files in the package cache superseded by the version just
@@ -349,20 +256,6 @@ mod tests {
     }
 
     #[test]
-    fn prune_keeps_the_most_recent() {
-        let t = |s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s);
-        let e = vec![
-            ("a".into(), t(1)),
-            ("b".into(), t(3)),
-            ("c".into(), t(2)),
-            ("d".into(), t(4)),
-        ];
-        assert_eq!(to_prune(e.clone(), 3), ["a"]);
-        assert_eq!(to_prune(e.clone(), 1), ["b", "c", "a"]);
-        assert!(to_prune(e, 4).is_empty());
-    }
-
-    #[test]
     fn superseded_debs_table() {
         let files: Vec<String> = [
             "a_1_amd64.deb",
@@ -395,7 +288,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let (dir2, root2) = (dir.clone(), root.clone());
         let t = std::thread::spawn(move || {
-            let other = InstallCache { dir: dir2 };
+            let other = InstallCache::open(&dir2).unwrap();
             other.store("k2", &root2).unwrap();
             tx.send(()).unwrap();
         });

@@ -120,15 +120,48 @@ pub fn write_embedded(tree: &crate::util::tree::Tree, files: &[(&str, &str, u32)
     Ok(())
 }
 
+/// dracut inside the tree, or the initramfs cache's copy of an image
+/// built from the same inputs (see [`super::initramfs_cache`]).
 pub fn build(ctx: &Ctx) -> Result<()> {
+    use super::initramfs_cache::{InitramfsCache, parse_listing, slot};
     let kver = super::kernel_version(ctx.tree)?;
-    let out = format!("/usr/lib/modules/{kver}/initramfs.img");
+    let out_rel = format!("usr/lib/modules/{kver}/initramfs.img");
+    let out = format!("/{out_rel}");
     let mut argv: Vec<&str> = vec!["dracut", "--force", "--reproducible", "--no-hostonly"];
     argv.extend(ctx.tf.initramfs_args.iter().map(String::as_str));
     argv.extend([out.as_str(), kver.as_str()]);
+    let img = ctx.path(&out_rel)?;
+    let cache = match &ctx.initramfs_cache {
+        Some(c) => {
+            let sde = c.source_date_epoch.as_deref().unwrap_or("unset");
+            Some((
+                InitramfsCache::open(&c.dir)?,
+                slot(&kver, &argv, c.packages, sde),
+            ))
+        }
+        None => None,
+    };
+    if let Some((cache, slot)) = &cache
+        && cache.restore(slot, ctx.tree, &out_rel, &img)?
+    {
+        tracing::info!("initramfs: copied from the initramfs cache (its inputs are unchanged)");
+        fs::set_permissions(&img, std::fs::Permissions::from_mode(0o644))?;
+        return Ok(());
+    }
     sandbox::run(ctx.root, &argv, ctx.source_date_epoch)
         .context("initramfs-args: dracut failed inside the tree")?;
-    let img = ctx.path(&out)?;
     fs::set_permissions(&img, std::fs::Permissions::from_mode(0o644))?;
+    if let Some((cache, slot)) = &cache {
+        let listing = sandbox::run(ctx.root, &["lsinitrd", &out], ctx.source_date_epoch)
+            .context("listing the new initramfs for the initramfs cache")?;
+        let listed = parse_listing(&listing);
+        if listed.is_empty() {
+            // without the list an entry could not tell what it depends on
+            tracing::warn!("initramfs cache: lsinitrd listed nothing; not saving this image");
+        } else {
+            cache.store(slot, ctx.tree, &listed, &kver, &out_rel, &img)?;
+            tracing::info!("initramfs: built by dracut and saved to the initramfs cache");
+        }
+    }
     Ok(())
 }

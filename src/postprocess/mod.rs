@@ -5,6 +5,7 @@
 //! the initramfs is built before /var is emptied; /etc moves last.
 
 pub mod initramfs;
+pub mod initramfs_cache;
 pub mod layout;
 pub mod sandbox;
 pub mod treefile_steps;
@@ -32,6 +33,19 @@ pub struct Ctx<'a> {
     pub agent: PathBuf,
     /// SOURCE_DATE_EPOCH for reproducible output.
     pub source_date_epoch: i64,
+    /// Where the initramfs step may reuse an earlier image (None: dracut
+    /// runs, nothing stored).
+    pub initramfs_cache: Option<CacheCtx<'a>>,
+}
+
+/// What the initramfs cache needs besides the tree.
+pub struct CacheCtx<'a> {
+    /// `CACHEDIR/initramfs`.
+    pub dir: PathBuf,
+    /// The installed packages (dracut and its tools among them).
+    pub packages: &'a [crate::backend::Package],
+    /// SOURCE_DATE_EPOCH as the user gave it (None: unset).
+    pub source_date_epoch: Option<String>,
 }
 
 impl Ctx<'_> {
@@ -70,10 +84,13 @@ pub const STEPS: &[(&str, Step)] = &[
     ("default-target", treefile_steps::default_target),
     ("postprocess scripts", treefile_steps::run_scripts),
     ("remove-files", treefile_steps::remove_files),
-    ("mutate-os-release", treefile_steps::mutate_os_release),
     ("remove machine secrets", layout::remove_machine_secrets),
     ("kernel to /usr/lib/modules", layout::move_kernel),
+    // before mutate-os-release: the initramfs carries the packages'
+    // os-release, not the commit's version, so a new version alone does
+    // not make a new initramfs (the initramfs cache can reuse it)
     ("initramfs (dracut)", initramfs::build),
+    ("mutate-os-release", treefile_steps::mutate_os_release),
     ("sysusers.d for system users", layout::sysusers),
     ("dpkg database to /usr", layout::dpkg_to_usr),
     ("/var to tmpfiles.d", layout::var_to_tmpfiles),

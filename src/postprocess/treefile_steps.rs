@@ -273,6 +273,7 @@ mod tests {
             previous_group: None,
             agent: "/bin/true".into(),
             source_date_epoch: 0,
+            initramfs_cache: None,
         };
         remove_files(&ctx).unwrap();
         assert!(

@@ -1,5 +1,6 @@
 //! Small shared helpers: running commands, progress display, file helpers.
 
+pub mod cache_dir;
 pub mod cmd;
 pub mod fsutil;
 pub mod progress;
