@@ -132,20 +132,7 @@ pub(crate) fn write_at(disk: &Path, offset: u64, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut f = fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
+pub use crate::util::fsutil::sha256_file;
 
 pub(crate) fn part<'a>(layout: &'a [Part], name: &str) -> &'a Part {
     layout
@@ -212,9 +199,11 @@ pub fn build_formats(
         out_dir(out)?;
     }
     let plan = plan(opts, &def, &commit)?;
+    let parent = work_parent(content_size(&opts.repo, &commit)?)?;
     let work = tempfile::Builder::new()
         .prefix("keelson-image-")
-        .tempdir()?;
+        .tempdir_in(&parent)
+        .with_context(|| format!("{}: cannot create a work directory", parent.display()))?;
     let w = work.path();
     let raw = w.join("disk.raw");
     let written = disk::write(&plan, &disk::Target::File(raw.clone()), w);
@@ -225,6 +214,61 @@ pub fn build_formats(
         .zip(outputs)
         .map(|(f, out)| convert(&raw, *f, out))
         .collect()
+}
+
+/// The bytes of file content in a commit (each object once, as the
+/// staging repo and the root filesystem hold them).
+fn content_size(repo: &Path, commit: &str) -> Result<u64> {
+    use ostree::gio;
+    let r = crate::commit::open_existing(repo)?
+        .with_context(|| format!("{}: not an ostree repo", repo.display()))?;
+    let objects = r
+        .traverse_commit(commit, 0, gio::Cancellable::NONE)
+        .with_context(|| format!("{}: reading commit {commit}", repo.display()))?;
+    let mut total = 0u64;
+    for o in objects
+        .iter()
+        .filter(|o| o.object_type() == ostree::ObjectType::File)
+    {
+        let (_, info, _) = r.load_file(o.checksum(), gio::Cancellable::NONE)?;
+        total += info.size().max(0) as u64;
+    }
+    Ok(total)
+}
+
+/// Where the staging sysroot and the raw disk go (pure): tmpfs when it
+/// has room for both (`need`) and memory stays to spare, so none of their
+/// bytes reach the disk (`ostree admin deploy` syncs the filesystem it
+/// deploys on); else the temporary directory.
+pub fn on_tmpfs(need: u64, tmpfs_avail: Option<u64>, mem_available: u64) -> bool {
+    const SPARE: u64 = 2 << 30;
+    tmpfs_avail.is_some_and(|a| a >= need)
+        && need.checked_add(SPARE).is_some_and(|m| mem_available >= m)
+}
+
+/// `/dev/shm` when [`on_tmpfs`] says so for a commit of `content` bytes
+/// (staged once as objects, written once more into the raw disk).
+fn work_parent(content: u64) -> Result<PathBuf> {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let shm = Path::new("/dev/shm");
+    let need = content.saturating_mul(2) + (content / 5) + (256 << 20);
+    let tmpfs_avail = rustix::fs::statfs(shm)
+        .ok()
+        .filter(|s| s.f_type == TMPFS_MAGIC)
+        .and_then(|_| crate::util::fsutil::fs_stats(shm).ok())
+        .map(|s| s.avail_bytes);
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = crate::util::sys::meminfo_kib(&meminfo, "MemAvailable").unwrap_or(0) * 1024;
+    if on_tmpfs(need, tmpfs_avail, mem) {
+        tracing::info!(
+            "staging in {} (tmpfs: {} MiB needed, {} MiB of memory available)",
+            shm.display(),
+            need >> 20,
+            mem >> 20
+        );
+        return Ok(shm.to_path_buf());
+    }
+    Ok(std::env::temp_dir())
 }
 
 fn commit_time(repo: &Path, commit: &str) -> Result<u64> {
@@ -269,8 +313,10 @@ fn convert(raw: &Path, format: Format, output: &Path) -> Result<Artifact> {
         Format::Qcow2 => {
             step("converting to qcow2", || {
                 Cmd::new("qemu-img")
-                    // -W: out-of-order writes, the host file is not a disk.
-                    .args(["convert", "-W", "-f", "raw", "-O", "qcow2"])
+                    // -W: out-of-order writes, the host file is not a disk;
+                    // -m 16: 16 requests in flight (the default 8 took
+                    // 1.0-1.3 s against 0.3 s for the default tree here).
+                    .args(["convert", "-W", "-m", "16", "-f", "raw", "-O", "qcow2"])
                     .arg(raw)
                     .arg(tmp.path())
                     .run()
@@ -298,4 +344,26 @@ fn convert(raw: &Path, format: Format, output: &Path) -> Result<Artifact> {
         size,
         sha256: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tmpfs_when_it_and_memory_have_room() {
+        const G: u64 = 1 << 30;
+        for (need, tmpfs, mem, want) in [
+            (G, Some(12 * G), 24 * G, true),
+            (G, Some(12 * G), 3 * G, true),
+            (G, Some(12 * G), 3 * G - 1, false), // 2 GiB spare
+            (G, Some(G - 1), 24 * G, false),
+            (G, None, 24 * G, false), // /dev/shm is not tmpfs
+            (u64::MAX, Some(u64::MAX), u64::MAX, false),
+        ] {
+            assert_eq!(
+                super::on_tmpfs(need, tmpfs, mem),
+                want,
+                "{need} {tmpfs:?} {mem}"
+            );
+        }
+    }
 }

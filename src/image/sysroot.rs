@@ -53,7 +53,7 @@ fn pull_remote(repo: &str, remote: &str, commit: &str, url: &str) -> Result<Stri
         .run()
         .with_context(ctx)?;
     let out = Cmd::new("ostree")
-        .args([repo, "pull", remote, commit])
+        .args([repo, "pull", "--disable-fsync", remote, commit])
         .run()
         .with_context(ctx)?;
     // ostree's last line: "N delta parts, M loose fetched; X KiB transferred in S seconds".
@@ -97,7 +97,10 @@ pub fn stage(root: &Path, plan: &super::disk::Plan, grub_mkconfig: &Path) -> Res
     .context("adding the node's update remote")?;
     match &plan.source {
         super::disk::Source::Local(source_repo) => Cmd::new("ostree")
-            .args([&repo, "pull-local", &format!("--remote={remote}")])
+            // ostree admin deploy syncs the filesystem afterwards: no
+            // fsync per object (on a staging directory, none is needed)
+            .args([&repo, "pull-local", "--disable-fsync"])
+            .arg(format!("--remote={remote}"))
             .arg(source_repo)
             .arg(commit)
             .run()

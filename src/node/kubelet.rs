@@ -242,11 +242,7 @@ pub fn render_resources(n: &NodeResources) -> String {
 
 /// MemTotal from /proc/meminfo text, in KiB.
 pub fn parse_memtotal(meminfo: &str) -> Option<u64> {
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
+    crate::util::sys::meminfo_kib(meminfo, "MemTotal")
 }
 
 /// Pure: the number of CPUs in a kernel CPU list such as

@@ -255,7 +255,7 @@ impl InitramfsCache {
     pub fn restore(&self, slot: &str, tree: &Tree, out_rel: &str, out: &Path) -> Result<bool> {
         let lock = self.dir.lock(true)?;
         let mut keys = self.dir.keys()?;
-        keys.sort_by(|a, b| b.1.cmp(&a.1));
+        keys.sort_by_key(|k| std::cmp::Reverse(k.1));
         for (key, _) in keys {
             let Some(m) = self.read_manifest(&key)? else {
                 continue;

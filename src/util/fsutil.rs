@@ -97,6 +97,23 @@ pub fn symlink_replace(target: &str, link: &Path) -> Result<()> {
         .with_context(|| format!("{}: cannot create symlink to {target}", link.display()))
 }
 
+/// SHA-256 of a file's bytes, in hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut f =
+        fs_err::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,21 +154,4 @@ mod tests {
         empty_dir(d.path()).unwrap();
         assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
     }
-}
-
-/// SHA-256 of a file's bytes, in hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::{Digest, Sha256};
-    let mut f =
-        fs_err::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut f, &mut buf)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
 }

@@ -62,8 +62,25 @@ pub fn freeze_thaw(mountpoint: &Path) -> Result<()> {
         .with_context(|| format!("FITHAW {}", mountpoint.display()))
 }
 
+/// A field of /proc/meminfo text (`MemTotal`, `MemAvailable`), in KiB.
+pub fn meminfo_kib(meminfo: &str, field: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn meminfo_fields() {
+        let text = "MemTotal:        2030712 kB\nMemAvailable:  1000 kB\nMemAvailableX: 5 kB\n";
+        assert_eq!(super::meminfo_kib(text, "MemTotal"), Some(2030712));
+        assert_eq!(super::meminfo_kib(text, "MemAvailable"), Some(1000));
+        assert_eq!(super::meminfo_kib(text, "MemFree"), None);
+    }
+
     #[test]
     fn freeze_opcodes_match_the_kernels() {
         use rustix::ioctl::opcode;

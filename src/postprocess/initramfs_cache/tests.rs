@@ -91,7 +91,8 @@ fn reuse_only_with_equal_inputs() {
     assert_eq!(fs_err::read_to_string(&img).unwrap(), "image v1");
     assert!(!hit("other slot"));
 
-    let changes: Vec<(&str, Box<dyn Fn()>, Box<dyn Fn()>)> = vec![
+    type Change<'a> = Box<dyn Fn() + 'a>;
+    let changes: Vec<(&str, Change, Change)> = vec![
         (
             "a file in the image",
             Box::new(|| fs_err::write(root.join("usr/bin/bash"), "bash2").unwrap()),
