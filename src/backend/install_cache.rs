@@ -327,6 +327,16 @@ mod tests {
         fs_err::write(entry.join("usr/bin/x"), "").unwrap();
         assert!(cache.find("k").unwrap().is_none());
         assert!(!entry.exists(), "a damaged entry is removed");
+        // the compose then installs afresh and stores it again: rebuilt
+        cache.store("k", &root).unwrap();
+        let again = d.path().join("again");
+        cache
+            .find("k")
+            .unwrap()
+            .expect("rebuilt")
+            .copy_to(&again)
+            .unwrap();
+        assert_eq!(digest(&again).unwrap(), digest(&root).unwrap());
         // a killed run's partial copy
         fs_err::create_dir_all(d.path().join("installs/tmp-zzz/usr")).unwrap();
         InstallCache::open(&d.path().join("installs")).unwrap();

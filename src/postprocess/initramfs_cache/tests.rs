@@ -174,4 +174,17 @@ fn reuse_only_with_equal_inputs() {
     assert!(!hit("s"), "a truncated entry is not used");
     assert!(!cache.dir.data(&key).exists(), "and it is removed");
     assert!(!img.exists());
+    // dracut runs again and the image is stored again: rebuilt
+    let rebuilt = d.path().join("rebuilt.img");
+    fs_err::write(&rebuilt, "image v1").unwrap();
+    cache.store("s", &t, &listed, "6.1", OUT, &rebuilt).unwrap();
+    assert!(hit("s"));
+    assert_eq!(fs_err::read_to_string(&img).unwrap(), "image v1");
+
+    // an unreadable manifest (cut short by a crash of the disk, say) is
+    // removed with its entry
+    let (key, _) = cache.dir.keys().unwrap().remove(0);
+    fs_err::write(cache.dir.manifest(&key), "{\"slot\":").unwrap();
+    assert!(!hit("s"));
+    assert!(cache.dir.keys().unwrap().is_empty());
 }
