@@ -281,9 +281,10 @@ fn no_commit(opts: &Options, p: &Planned, unchanged: bool, start: Instant) -> Re
 /// Packages, postprocess, commit: returns the checksum and the number of
 /// installed packages.
 fn build_and_commit(opts: &Options, p: &Planned, scratch: &Path) -> Result<(String, usize)> {
-    let sde = commit::timestamp(None)? as i64;
+    let given = commit::source_date_epoch()?;
+    let sde = commit::timestamp(given)? as i64;
     // SOURCE_DATE_EPOCH as given ("unset" in the cache keys when it is not)
-    let sde_label = commit::source_date_epoch()?.map(|v| v.to_string());
+    let sde_label = given.map(|v| v.to_string());
     let rootfs = scratch.join("rootfs");
     let debcache = opts.cachedir.as_ref().map(|c| c.join("debs"));
     let seed = passwd_seed(&p.tf, p.previous.as_ref(), scratch)?;

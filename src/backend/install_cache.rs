@@ -21,7 +21,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
@@ -118,32 +118,31 @@ impl InstallCache {
     /// the exclusive lock, then downgrades.
     pub fn find(&self, key: &str) -> Result<Option<Held<'_>>> {
         let lock = self.dir.lock(true)?;
-        let Some(entry) = self.lookup_locked(key)? else {
+        if !self.intact_locked(key)? {
             return Ok(None);
-        };
+        }
         self.dir.downgrade(&lock)?;
         Ok(Some(Held {
             cache: self,
             key: key.to_string(),
-            entry,
             _lock: lock,
         }))
     }
 
-    /// The entry for `key` when it is complete and intact; a damaged one
-    /// is removed (and `None` returned, so the install runs afresh). The
+    /// Whether the entry for `key` is complete and intact; a damaged one
+    /// is removed (and false returned, so the install runs afresh). The
     /// caller holds the exclusive lock.
-    fn lookup_locked(&self, key: &str) -> Result<Option<PathBuf>> {
+    fn intact_locked(&self, key: &str) -> Result<bool> {
         let tree = self.dir.data(key);
         let Ok(want) = fs_err::read_to_string(self.dir.manifest(key)) else {
             self.dir.remove(key)?; // renamed into place, manifest never written
-            return Ok(None);
+            return Ok(false);
         };
         if tree.is_dir() && digest(&tree)? == want.trim() {
-            return Ok(Some(tree));
+            return Ok(true);
         }
         self.dir.discard(key, "does not match its manifest")?;
-        Ok(None)
+        Ok(false)
     }
 
     /// Keep `rootfs` (just installed) as the entry for `key`, then prune.
@@ -161,14 +160,13 @@ impl InstallCache {
 pub struct Held<'a> {
     cache: &'a InstallCache,
     key: String,
-    entry: PathBuf,
     _lock: std::fs::File,
 }
 
 impl Held<'_> {
     /// Copy the entry to `rootfs` (which must not exist) and mark it used.
     pub fn copy_to(&self, rootfs: &Path) -> Result<()> {
-        copy_tree(&self.entry, rootfs)?;
+        copy_tree(&self.cache.dir.data(&self.key), rootfs)?;
         self.cache.dir.touch(&self.key)
     }
 }
@@ -313,7 +311,8 @@ mod tests {
         let cache = InstallCache::open(&d.path().join("installs")).unwrap();
         assert!(cache.find("k").unwrap().is_none());
         cache.store("k", &root).unwrap();
-        let entry = cache.find("k").unwrap().expect("stored").entry.clone();
+        assert!(cache.find("k").unwrap().is_some(), "stored");
+        let entry = cache.dir.data("k");
         let out = d.path().join("restored");
         cache
             .find("k")

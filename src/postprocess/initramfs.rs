@@ -132,13 +132,10 @@ pub fn build(ctx: &Ctx) -> Result<()> {
     argv.extend([out.as_str(), kver.as_str()]);
     let img = ctx.path(&out_rel)?;
     let cache = match &ctx.initramfs_cache {
-        Some(c) => {
-            let sde = c.source_date_epoch.as_deref().unwrap_or("unset");
-            Some((
-                InitramfsCache::open(&c.dir)?,
-                slot(&kver, &argv, c.packages, sde),
-            ))
-        }
+        Some(c) => Some((
+            InitramfsCache::open(&c.dir)?,
+            slot(&kver, &argv, c.packages, c.source_date_epoch.as_deref()),
+        )),
         None => None,
     };
     if let Some((cache, slot)) = &cache

@@ -75,13 +75,18 @@ pub const READ_PATHS: &[&str] = &[
 ];
 
 /// The slot an image belongs to (pure).
-pub fn slot(kver: &str, argv: &[&str], packages: &[crate::backend::Package], sde: &str) -> String {
+pub fn slot(
+    kver: &str,
+    argv: &[&str],
+    packages: &[crate::backend::Package],
+    sde: Option<&str>,
+) -> String {
     let mut h = LabelledHash::default();
     h.part("format", FORMAT.as_bytes());
     h.part("kernel", kver.as_bytes());
     h.part("argv", argv.join("\0").as_bytes());
     h.packages(packages);
-    h.part("source-date-epoch", sde.as_bytes());
+    h.part("source-date-epoch", sde.unwrap_or("unset").as_bytes());
     h.finish()
 }
 
@@ -140,12 +145,11 @@ fn state(tree: &Tree, input: &Input, exclude: &str) -> Result<String> {
     };
     let owner = format!("{:o} {}:{}", m.mode(), m.uid(), m.gid());
     let s = if m.is_dir() {
-        let mut names: Vec<String> = crate::util::fsutil::sorted_names(&p)?
+        let names: Vec<String> = crate::util::fsutil::sorted_names(&p)?
             .into_iter()
             .map(|n| n.to_string_lossy().into_owned())
             .filter(|n| join(rel, n) != exclude)
             .collect();
-        names.sort();
         format!("d {owner} {}", names.join("/"))
     } else if m.file_type().is_symlink() {
         format!("l {}", fs_err::read_link(&p)?.display())

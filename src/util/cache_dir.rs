@@ -53,10 +53,6 @@ impl CacheDir {
         Ok(cache)
     }
 
-    pub fn what(&self) -> &'static str {
-        self.what
-    }
-
     /// The cache-wide lock (blocking): shared to read entries, exclusive
     /// to change the directory. Released when the file is dropped.
     pub fn lock(&self, exclusive: bool) -> Result<std::fs::File> {

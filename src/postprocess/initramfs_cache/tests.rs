@@ -31,12 +31,12 @@ prw-r--r--   1 root     root         0 Mar  9  2023 run/fifo
 
 #[test]
 fn every_part_changes_the_slot() {
-    let base = slot("6.1", &["dracut", "-f"], &[pkg("dracut", "059")], "1");
+    let base = slot("6.1", &["dracut", "-f"], &[pkg("dracut", "059")], Some("1"));
     for other in [
-        slot("6.2", &["dracut", "-f"], &[pkg("dracut", "059")], "1"),
-        slot("6.1", &["dracut"], &[pkg("dracut", "059")], "1"),
-        slot("6.1", &["dracut", "-f"], &[pkg("dracut", "060")], "1"),
-        slot("6.1", &["dracut", "-f"], &[pkg("dracut", "059")], "unset"),
+        slot("6.2", &["dracut", "-f"], &[pkg("dracut", "059")], Some("1")),
+        slot("6.1", &["dracut"], &[pkg("dracut", "059")], Some("1")),
+        slot("6.1", &["dracut", "-f"], &[pkg("dracut", "060")], Some("1")),
+        slot("6.1", &["dracut", "-f"], &[pkg("dracut", "059")], None),
     ] {
         assert_ne!(other, base);
     }
