@@ -138,3 +138,157 @@ fn commit_of_unsupported_file_fails_and_leaves_ref_alone() {
         .args(["rev-parse", "t"]));
     assert_eq!(now, first, "the ref must not move on a failed commit");
 }
+
+/// `ostree ls -R -X` of `commit` in `repo`: every path with its mode,
+/// owner, size, link target and extended attributes.
+fn listing(repo: &Path, commit: &str) -> String {
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["ls", "-R", "-X", commit]))
+}
+
+fn init(repo: &Path, mode: &str) {
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", repo.display()))
+        .args(["init", &format!("--mode={mode}")]));
+}
+
+/// keelson image's importer (archive objects inflated on several threads,
+/// written through libostree) must give the repo `ostree pull-local` gives:
+/// the same objects, each passing `ostree fsck`, the same tree listing,
+/// the detached metadata carried over. `bare-user` runs as any user; `bare`
+/// (what an image holds) when root.
+#[test]
+fn image_import_matches_pull_local() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    fixture(&tree);
+    let src = d.path().join("src");
+    init(&src, "archive");
+    let commit = run(Command::new("ostree")
+        .arg(format!("--repo={}", src.display()))
+        .args([
+            "commit",
+            "--no-bindings",
+            "-b",
+            "t",
+            "--timestamp=@1700000000",
+        ])
+        .arg("--add-detached-metadata-string=keelson.test=detached")
+        .arg(format!("--tree=dir={}", tree.display())));
+    let mut modes = vec!["bare-user"];
+    if rustix::process::geteuid().is_root() {
+        modes.push("bare");
+    }
+    for mode in modes {
+        let pulled = d.path().join(format!("pulled-{mode}"));
+        init(&pulled, mode);
+        run(Command::new("ostree")
+            .arg(format!("--repo={}", pulled.display()))
+            .arg("pull-local")
+            .arg(&src)
+            .arg(&commit));
+        for threads in [1, 3] {
+            let ours = d.path().join(format!("ours-{mode}-{threads}"));
+            init(&ours, mode);
+            keelson::image::import::import(&src, &ours, &commit, threads).unwrap();
+            run(Command::new("ostree")
+                .arg(format!("--repo={}", ours.display()))
+                .arg("fsck"));
+            assert_eq!(
+                objects(&ours),
+                objects(&pulled),
+                "{mode}, {threads} threads"
+            );
+            assert_eq!(listing(&ours, &commit), listing(&pulled, &commit));
+            let detached = run(Command::new("ostree")
+                .arg(format!("--repo={}", ours.display()))
+                .args([
+                    "show",
+                    "--print-detached-metadata-key=keelson.test",
+                    &commit,
+                ]));
+            assert_eq!(detached, "'detached'");
+        }
+    }
+    assert_eq!(
+        keelson::image::import::content_size(&src, &commit).unwrap(),
+        loaded_size(&src, &commit)
+    );
+}
+
+/// The object files of a repo, by name (objects/XX/REST.KIND).
+fn objects(repo: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for dir in fs::read_dir(repo.join("objects")).unwrap() {
+        let dir = dir.unwrap();
+        for f in fs::read_dir(dir.path()).unwrap() {
+            let f = f.unwrap().file_name();
+            out.push(format!(
+                "{}/{}",
+                dir.file_name().to_string_lossy(),
+                f.to_string_lossy()
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The content bytes of a commit as libostree reports them (each object
+/// once).
+fn loaded_size(repo: &Path, commit: &str) -> u64 {
+    use ostree::gio;
+    let r = ostree::Repo::new_for_path(repo);
+    r.open(gio::Cancellable::NONE).unwrap();
+    let objects = r
+        .traverse_commit(commit, 0, gio::Cancellable::NONE)
+        .unwrap();
+    objects
+        .iter()
+        .filter(|o| o.object_type() == ostree::ObjectType::File)
+        .map(|o| {
+            r.load_file(o.checksum(), gio::Cancellable::NONE)
+                .unwrap()
+                .1
+                .size() as u64
+        })
+        .sum()
+}
+
+/// A damaged archive object stops the import with an error naming it, and
+/// the commit is not in the destination repo.
+#[test]
+fn image_import_of_a_damaged_object_fails() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    fixture(&tree);
+    let src = d.path().join("src");
+    init(&src, "archive");
+    let commit = run(Command::new("ostree")
+        .arg(format!("--repo={}", src.display()))
+        .args(["commit", "--no-bindings", "-b", "t"])
+        .arg(format!("--tree=dir={}", tree.display())));
+    // The largest object: usr/share/big.
+    let big = objects(&src)
+        .into_iter()
+        .map(|o| src.join("objects").join(o))
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let bytes = fs::read(&big).unwrap();
+    fs::write(&big, &bytes[..bytes.len() / 2]).unwrap();
+    let dest = d.path().join("dest");
+    init(&dest, "bare-user");
+    let err = format!(
+        "{:#}",
+        keelson::image::import::import(&src, &dest, &commit, 2).unwrap_err()
+    );
+    assert!(err.contains(&big.display().to_string()), "{err}");
+    assert!(err.contains("inflating"), "{err}");
+    let show = Command::new("ostree")
+        .arg(format!("--repo={}", dest.display()))
+        .args(["show", &commit])
+        .output()
+        .unwrap();
+    assert!(!show.status.success(), "the commit must not be imported");
+}

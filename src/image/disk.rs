@@ -353,29 +353,42 @@ fn filesystems_in_file(
         );
     }
     step("building filesystems", || {
-        for (label, dir) in [("root", root), ("boot", bootdir.as_path())] {
-            let p = plan.part(label);
-            // The disk file is fresh and sparse: nothing to discard.
-            mkfs_ext4(plan, label, &format!(",offset={},nodiscard", p.start))
-                .arg("-d")
-                .arg(dir)
-                .arg(disk)
-                .arg(format!("{}k", p.size / 1024))
-                .run()
-                .with_context(|| format!("building the {label} filesystem"))?;
-            if let Some(t) = plan.source_date_epoch {
-                super::reproducible::fix_ctimes(disk, p.start, t)
-                    .with_context(|| format!("fixing the {label} filesystem's timestamps"))?;
-            }
-        }
-        super::mkfs_esp(
-            disk,
-            plan.part("esp"),
-            &plan.ids.esp_volid,
-            efi,
-            plan.source_date_epoch,
-        )
+        // Each writes its own partition of the file: /boot and the ESP are
+        // built while / is.
+        std::thread::scope(|s| {
+            let others = s.spawn(|| {
+                ext4_in_file(plan, disk, "boot", &bootdir)?;
+                super::mkfs_esp(
+                    disk,
+                    plan.part("esp"),
+                    &plan.ids.esp_volid,
+                    efi,
+                    plan.source_date_epoch,
+                )
+            });
+            let root = ext4_in_file(plan, disk, "root", root);
+            let others = others.join().expect("filesystem thread panicked");
+            root.and(others)
+        })
     })
+}
+
+/// The ext4 filesystem `label` from `dir`, in place in the image file.
+fn ext4_in_file(plan: &Plan, disk: &Path, label: &str, dir: &Path) -> Result<()> {
+    let p = plan.part(label);
+    // The disk file is fresh and sparse: nothing to discard.
+    mkfs_ext4(plan, label, &format!(",offset={},nodiscard", p.start))
+        .arg("-d")
+        .arg(dir)
+        .arg(disk)
+        .arg(format!("{}k", p.size / 1024))
+        .run()
+        .with_context(|| format!("building the {label} filesystem"))?;
+    if let Some(t) = plan.source_date_epoch {
+        super::reproducible::fix_ctimes(disk, p.start, t)
+            .with_context(|| format!("fixing the {label} filesystem's timestamps"))?;
+    }
+    Ok(())
 }
 
 fn mount(what: &Path, at: &Path) -> Result<()> {

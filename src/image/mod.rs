@@ -5,6 +5,7 @@
 pub mod definition;
 pub mod disk;
 pub mod grub;
+pub mod import;
 pub mod reproducible;
 pub mod sysroot;
 
@@ -209,16 +210,28 @@ pub fn build_formats(
     let written = disk::write(&plan, &disk::Target::File(raw.clone()), w);
     sysroot::release(&w.join("root"));
     written?;
-    formats
-        .iter()
-        .zip(outputs)
-        .map(|(f, out)| convert(&raw, *f, out))
-        .collect()
+    // The staged trees are in the raw disk now: remove them (their memory,
+    // on tmpfs) while the conversion runs.
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            for d in ["root", "bootfs"] {
+                let _ = std::fs::remove_dir_all(w.join(d));
+            }
+        });
+        formats
+            .iter()
+            .zip(outputs)
+            .map(|(f, out)| convert(&raw, *f, out))
+            .collect()
+    })
 }
 
 /// The bytes of file content in a commit (each object once, as the
 /// staging repo and the root filesystem hold them).
 fn content_size(repo: &Path, commit: &str) -> Result<u64> {
+    if import::is_archive(repo)? {
+        return import::content_size(repo, commit);
+    }
     use ostree::gio;
     let r = crate::commit::open_existing(repo)?
         .with_context(|| format!("{}: not an ostree repo", repo.display()))?;
@@ -295,6 +308,15 @@ fn out_dir(output: &Path) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Pure: qemu-img's cache mode for the qcow2 it writes. `none` (direct
+/// I/O) where the output's filesystem has it: the image's bytes go to the
+/// disk once, without a copy in the page cache that a later `sync` writes
+/// again (measured here: 0.43 s in all against 0.5-1.0 s plus 0.2 s of
+/// `sync` with `writeback`, qemu-img's default, which also flushes).
+pub fn qcow2_cache_mode(direct_io: bool) -> &'static str {
+    if direct_io { "none" } else { "writeback" }
+}
+
 /// The raw disk as `format` at `output`, through a temporary file.
 fn convert(raw: &Path, format: Format, output: &Path) -> Result<Artifact> {
     let dir = out_dir(output)?;
@@ -311,12 +333,14 @@ fn convert(raw: &Path, format: Format, output: &Path) -> Result<Artifact> {
                 .run()?;
         }
         Format::Qcow2 => {
+            let cache = qcow2_cache_mode(crate::util::fsutil::supports_direct_io(tmp.path()));
             step("converting to qcow2", || {
                 Cmd::new("qemu-img")
                     // -W: out-of-order writes, the host file is not a disk;
                     // -m 16: 16 requests in flight (the default 8 took
                     // 1.0-1.3 s against 0.3 s for the default tree here).
-                    .args(["convert", "-W", "-m", "16", "-f", "raw", "-O", "qcow2"])
+                    .args(["convert", "-W", "-m", "16", "-t", cache])
+                    .args(["-f", "raw", "-O", "qcow2"])
                     .arg(raw)
                     .arg(tmp.path())
                     .run()

@@ -67,6 +67,29 @@ fn pull_remote(repo: &str, remote: &str, commit: &str, url: &str) -> Result<Stri
     Ok(out)
 }
 
+/// The commit from a local repo into the staging repo: an archive repo's
+/// objects inflated on every CPU ([`super::import`]), any other kind by
+/// `ostree pull-local`.
+fn pull_local(root: &Path, repo: &str, source: &Path, plan: &super::disk::Plan) -> Result<()> {
+    if super::import::is_archive(source)? {
+        let threads = crate::util::threads(None);
+        return crate::util::progress::step("importing the commit", || {
+            super::import::import(source, &root.join("ostree/repo"), &plan.commit, threads)
+        })
+        .context("importing the commit into the image");
+    }
+    Cmd::new("ostree")
+        // ostree admin deploy syncs the filesystem afterwards: no fsync
+        // per object (on a staging directory, none is needed)
+        .args([repo, "pull-local", "--disable-fsync"])
+        .arg(format!("--remote={}", plan.remote))
+        .arg(source)
+        .arg(&plan.commit)
+        .run()
+        .context("pulling the commit into the image")?;
+    Ok(())
+}
+
 /// init-fs, os-init, the update remote, the commit pulled with the origin
 /// set to `REMOTE:REF`, and a deploy whose menu comes from keelson's
 /// generator.
@@ -96,16 +119,10 @@ pub fn stage(root: &Path, plan: &super::disk::Plan, grub_mkconfig: &Path) -> Res
     )
     .context("adding the node's update remote")?;
     match &plan.source {
-        super::disk::Source::Local(source_repo) => Cmd::new("ostree")
-            // ostree admin deploy syncs the filesystem afterwards: no
-            // fsync per object (on a staging directory, none is needed)
-            .args([&repo, "pull-local", "--disable-fsync"])
-            .arg(format!("--remote={remote}"))
-            .arg(source_repo)
-            .arg(commit)
-            .run()
-            .context("pulling the commit into the image")?,
-        super::disk::Source::Remote => pull_remote(&repo, remote, commit, &plan.pull_url)?,
+        super::disk::Source::Local(source_repo) => pull_local(root, &repo, source_repo, plan)?,
+        super::disk::Source::Remote => {
+            pull_remote(&repo, remote, commit, &plan.pull_url)?;
+        }
     };
     let origin = format!("{remote}:{}", plan.ref_);
     Cmd::new("ostree")

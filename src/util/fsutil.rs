@@ -50,6 +50,19 @@ pub fn fs_stats(path: &Path) -> Result<FsStats> {
     })
 }
 
+/// Whether the file at `path` can be opened for direct I/O (`O_DIRECT`):
+/// ext4 and xfs can; tmpfs on older kernels and some network filesystems
+/// cannot.
+pub fn supports_direct_io(path: &Path) -> bool {
+    use rustix::fs::{Mode, OFlags, open};
+    open(
+        path,
+        OFlags::WRONLY | OFlags::DIRECT | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .is_ok()
+}
+
 /// The names in `dir`, sorted (byte order, as ostree's dirtrees are).
 pub fn sorted_names(dir: &Path) -> Result<Vec<std::ffi::OsString>> {
     let mut names: Vec<_> = fs::read_dir(dir)
