@@ -292,3 +292,23 @@ fn image_import_of_a_damaged_object_fails() {
         .unwrap();
     assert!(!show.status.success(), "the commit must not be imported");
 }
+
+/// The importer reads an archive repo's own objects; any other repo (bare,
+/// or an archive whose objects may be in a parent) goes through
+/// `ostree pull-local`.
+#[test]
+fn image_import_only_for_self_contained_archive_repos() {
+    let d = tempfile::tempdir().unwrap();
+    let (archive, bare, child) = (d.path().join("a"), d.path().join("b"), d.path().join("c"));
+    init(&archive, "archive");
+    init(&bare, "bare-user");
+    init(&child, "archive");
+    run(Command::new("ostree")
+        .arg(format!("--repo={}", child.display()))
+        .args(["config", "set", "core.parent"])
+        .arg(&archive));
+    let can = |r: &Path| keelson::image::import::can_import(r).unwrap();
+    assert!(can(&archive));
+    assert!(!can(&bare));
+    assert!(!can(&child));
+}

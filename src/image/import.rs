@@ -86,11 +86,12 @@ fn object_path(repo: &Path, checksum: &str) -> PathBuf {
         .join(format!("{}.filez", &checksum[2..]))
 }
 
-/// Whether `repo` is an archive repo (its objects can be read here).
-pub fn is_archive(repo: &Path) -> Result<bool> {
+/// Whether the importer can read `repo`'s objects: an archive repo that
+/// holds all of them itself (no parent repo to look further in).
+pub fn can_import(repo: &Path) -> Result<bool> {
     let r = crate::commit::open_existing(repo)?
         .with_context(|| format!("{}: not an ostree repo", repo.display()))?;
-    Ok(r.mode() == ostree::RepoMode::Archive)
+    Ok(r.mode() == ostree::RepoMode::Archive && r.parent().is_none())
 }
 
 /// The bytes of file content in `commit` of the archive repo `repo`, from

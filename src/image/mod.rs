@@ -229,7 +229,7 @@ pub fn build_formats(
 /// The bytes of file content in a commit (each object once, as the
 /// staging repo and the root filesystem hold them).
 fn content_size(repo: &Path, commit: &str) -> Result<u64> {
-    if import::is_archive(repo)? {
+    if import::can_import(repo)? {
         return import::content_size(repo, commit);
     }
     use ostree::gio;

@@ -71,7 +71,7 @@ fn pull_remote(repo: &str, remote: &str, commit: &str, url: &str) -> Result<Stri
 /// objects inflated on every CPU ([`super::import`]), any other kind by
 /// `ostree pull-local`.
 fn pull_local(root: &Path, repo: &str, source: &Path, plan: &super::disk::Plan) -> Result<()> {
-    if super::import::is_archive(source)? {
+    if super::import::can_import(source)? {
         let threads = crate::util::threads(None);
         return crate::util::progress::step("importing the commit", || {
             super::import::import(source, &root.join("ostree/repo"), &plan.commit, threads)
