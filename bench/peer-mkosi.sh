@@ -55,9 +55,12 @@ mkosi_build                       # warm mkosi's package cache
 keelson_build                     # warm the .debs and the install cache
 t0=$(now); mkosi_build; t1=$(now)
 keelson_build; t2=$(now)
+steps=$(grep -o '[a-z0-9 ./()→'"'"'-]*: done in [0-9.]*s' "$work/keelson.log" |
+  grep -v 'done in 0.0s' | sed 's/^ */  /')
 keelson_build --no-install-cache; t3=$(now)
 m=$(echo "$t1 - $t0" | bc); k=$(echo "$t2 - $t1" | bc); kn=$(echo "$t3 - $t2" | bc)
 printf 'mkosi (raw GPT/ext4 image) %.1f s\n' "$m"
 printf 'keelson build (commit + qcow2), install cache %.1f s (%.2fx mkosi)\n' "$k" "$(echo "$k / $m" | bc -l)"
+echo "$steps"
 printf 'keelson build (commit + qcow2), packages installed afresh %.1f s (%.2fx mkosi)\n' "$kn" "$(echo "$kn / $m" | bc -l)"
 ls -l "$work/mkosi/out" "$work/k" | grep -E 'raw|qcow2' || true
