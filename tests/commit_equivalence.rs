@@ -153,6 +153,21 @@ fn init(repo: &Path, mode: &str) {
         .args(["init", &format!("--mode={mode}")]));
 }
 
+/// The fixture committed with the ostree CLI into a new archive repo
+/// `DIR/src` (ref `t`, plus `extra` arguments); the repo and the commit.
+fn archive_commit(dir: &Path, extra: &[&str]) -> (std::path::PathBuf, String) {
+    let tree = dir.join("tree");
+    fixture(&tree);
+    let src = dir.join("src");
+    init(&src, "archive");
+    let commit = run(Command::new("ostree")
+        .arg(format!("--repo={}", src.display()))
+        .args(["commit", "--no-bindings", "-b", "t"])
+        .args(extra)
+        .arg(format!("--tree=dir={}", tree.display())));
+    (src, commit)
+}
+
 /// keelson image's importer (archive objects inflated on several threads,
 /// written through libostree) must give the repo `ostree pull-local` gives:
 /// the same objects, each passing `ostree fsck`, the same tree listing,
@@ -161,21 +176,13 @@ fn init(repo: &Path, mode: &str) {
 #[test]
 fn image_import_matches_pull_local() {
     let d = tempfile::tempdir().unwrap();
-    let tree = d.path().join("tree");
-    fixture(&tree);
-    let src = d.path().join("src");
-    init(&src, "archive");
-    let commit = run(Command::new("ostree")
-        .arg(format!("--repo={}", src.display()))
-        .args([
-            "commit",
-            "--no-bindings",
-            "-b",
-            "t",
+    let (src, commit) = archive_commit(
+        d.path(),
+        &[
             "--timestamp=@1700000000",
-        ])
-        .arg("--add-detached-metadata-string=keelson.test=detached")
-        .arg(format!("--tree=dir={}", tree.display())));
+            "--add-detached-metadata-string=keelson.test=detached",
+        ],
+    );
     let mut modes = vec!["bare-user"];
     if rustix::process::geteuid().is_root() {
         modes.push("bare");
@@ -261,14 +268,7 @@ fn loaded_size(repo: &Path, commit: &str) -> u64 {
 #[test]
 fn image_import_of_a_damaged_object_fails() {
     let d = tempfile::tempdir().unwrap();
-    let tree = d.path().join("tree");
-    fixture(&tree);
-    let src = d.path().join("src");
-    init(&src, "archive");
-    let commit = run(Command::new("ostree")
-        .arg(format!("--repo={}", src.display()))
-        .args(["commit", "--no-bindings", "-b", "t"])
-        .arg(format!("--tree=dir={}", tree.display())));
+    let (src, commit) = archive_commit(d.path(), &[]);
     // The largest object: usr/share/big.
     let big = objects(&src)
         .into_iter()
