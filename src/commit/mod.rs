@@ -51,6 +51,12 @@ pub fn open_existing(path: &Path) -> Result<Option<ostree::Repo>> {
     Ok(Some(repo))
 }
 
+/// The repo at `path`, which must exist: an error naming the path if it
+/// is not an ostree repo.
+pub fn open_required(path: &Path) -> Result<ostree::Repo> {
+    open_existing(path)?.with_context(|| format!("{}: not an ostree repo", path.display()))
+}
+
 /// A regular file's text from a commit. Read through the content object:
 /// `g_file_load_contents` on a repo file asks the stream it gets for file
 /// info, which libostree's stream is not, and GLib logs a CRITICAL.

@@ -89,8 +89,7 @@ fn object_path(repo: &Path, checksum: &str) -> PathBuf {
 /// Whether the importer can read `repo`'s objects: an archive repo that
 /// holds all of them itself (no parent repo to look further in).
 pub fn can_import(repo: &Path) -> Result<bool> {
-    let r = crate::commit::open_existing(repo)?
-        .with_context(|| format!("{}: not an ostree repo", repo.display()))?;
+    let r = crate::commit::open_required(repo)?;
     Ok(r.mode() == ostree::RepoMode::Archive && r.parent().is_none())
 }
 
@@ -118,8 +117,7 @@ pub fn content_size(repo: &Path, commit: &str) -> Result<u64> {
 }
 
 fn reachable(repo: &Path, commit: &str) -> Result<(ostree::Repo, HashSet<ostree::ObjectName>)> {
-    let r = crate::commit::open_existing(repo)?
-        .with_context(|| format!("{}: not an ostree repo", repo.display()))?;
+    let r = crate::commit::open_required(repo)?;
     let objects = r
         .traverse_commit(commit, 0, gio::Cancellable::NONE)
         .with_context(|| format!("{}: reading commit {commit}", repo.display()))?;
@@ -139,8 +137,7 @@ fn file_objects(repo: &Path, commit: &str) -> Result<Vec<String>> {
 /// into the repo `dest`, on `threads` workers; one transaction.
 pub fn import(src: &Path, dest: &Path, commit: &str, threads: usize) -> Result<()> {
     let (src_repo, objects) = reachable(src, commit)?;
-    let dest_repo = crate::commit::open_existing(dest)?
-        .with_context(|| format!("{}: not an ostree repo", dest.display()))?;
+    let dest_repo = crate::commit::open_required(dest)?;
     // Content first, the commit last: a commit object is never written
     // before what it points to.
     let mut jobs: Vec<(ostree::ObjectType, String)> = objects

@@ -233,8 +233,7 @@ fn content_size(repo: &Path, commit: &str) -> Result<u64> {
         return import::content_size(repo, commit);
     }
     use ostree::gio;
-    let r = crate::commit::open_existing(repo)?
-        .with_context(|| format!("{}: not an ostree repo", repo.display()))?;
+    let r = crate::commit::open_required(repo)?;
     let objects = r
         .traverse_commit(commit, 0, gio::Cancellable::NONE)
         .with_context(|| format!("{}: reading commit {commit}", repo.display()))?;
@@ -285,8 +284,7 @@ fn work_parent(content: u64) -> Result<PathBuf> {
 }
 
 fn commit_time(repo: &Path, commit: &str) -> Result<u64> {
-    let r = crate::commit::open_existing(repo)?
-        .with_context(|| format!("{}: not an ostree repo", repo.display()))?;
+    let r = crate::commit::open_required(repo)?;
     let (v, _) = r
         .load_commit(commit)
         .with_context(|| format!("{}: loading commit {commit}", repo.display()))?;
