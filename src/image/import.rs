@@ -18,7 +18,6 @@
 use fs_err as fs;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
 use ostree::{gio, glib};
@@ -214,35 +213,11 @@ fn write_files(
     jobs: &[(ostree::ObjectType, String)],
     threads: usize,
 ) -> Result<()> {
-    let next = Arc::new(Mutex::new(jobs.iter()));
-    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                let (next, failed, dest) = (Arc::clone(&next), Arc::clone(&failed), dest.clone());
-                s.spawn(move || -> Result<()> {
-                    let mut inflater = libdeflater::Decompressor::new();
-                    loop {
-                        if failed.load(std::sync::atomic::Ordering::Relaxed) {
-                            return Ok(());
-                        }
-                        let Some((_, c)) = next.lock().expect("queue lock").next() else {
-                            return Ok(());
-                        };
-                        let r = write_file(src, &dest, c, &mut inflater);
-                        if r.is_err() {
-                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                            return r;
-                        }
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().expect("import worker panicked"))
-            .collect::<Result<Vec<()>>>()
-            .map(|_| ())
+    let states = (0..threads)
+        .map(|_| (dest.clone(), libdeflater::Decompressor::new()))
+        .collect();
+    crate::util::try_for_each(jobs, states, |(dest, inflater), (_, c)| {
+        write_file(src, dest, c, inflater)
     })
 }
 

@@ -62,27 +62,13 @@ pub fn remove_incomplete(store: &Path) -> Result<usize> {
 /// Generate `names` in the store with up to `jobs` at a time.
 pub fn generate(store: &Path, names: &[String], jobs: usize) -> Result<Vec<(String, f64)>> {
     let todo: Vec<&String> = names.iter().filter(|n| !complete(store, n)).collect();
-    let queue = std::sync::Mutex::new(todo.into_iter());
     let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| -> Result<()> {
-        let workers: Vec<_> = (0..jobs.max(1))
-            .map(|_| {
-                s.spawn(|| -> Result<()> {
-                    loop {
-                        let next = queue.lock().expect("queue lock").next();
-                        let Some(name) = next else { return Ok(()) };
-                        let secs = generate_one(store, name)?;
-                        results
-                            .lock()
-                            .expect("results lock")
-                            .push((name.clone(), secs));
-                    }
-                })
-            })
-            .collect();
-        for w in workers {
-            w.join().expect("delta worker panicked")?;
-        }
+    crate::util::try_for_each(&todo, vec![(); jobs.max(1)], |(), name| {
+        let secs = generate_one(store, name)?;
+        results
+            .lock()
+            .expect("results lock")
+            .push((name.to_string(), secs));
         Ok(())
     })?;
     Ok(results.into_inner().expect("results"))
