@@ -8,6 +8,9 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
 use std::process::Command;
 
+mod common;
+use common::ostree;
+
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().expect("spawn");
     assert!(
@@ -69,11 +72,8 @@ fn same_commit_as_ostree_cli() {
     let tree = d.path().join("tree");
     fixture(&tree);
     let (a, b) = (d.path().join("a"), d.path().join("b"));
-    run(Command::new("ostree")
-        .arg(format!("--repo={}", a.display()))
-        .args(["init", "--mode=archive"]));
-    let cli = run(Command::new("ostree")
-        .arg(format!("--repo={}", a.display()))
+    run(ostree(&a).args(["init", "--mode=archive"]));
+    let cli = run(ostree(&a)
         .args([
             "commit",
             "--no-bindings",
@@ -101,9 +101,7 @@ fn same_commit_as_ostree_cli() {
             ])
             .arg(&tree));
         assert_eq!(ours, cli, "threads={threads}");
-        run(Command::new("ostree")
-            .arg(format!("--repo={}", b.display()))
-            .arg("fsck"));
+        run(ostree(&b).arg("fsck"));
     }
 }
 
@@ -133,24 +131,18 @@ fn commit_of_unsupported_file_fails_and_leaves_ref_alone() {
         err.contains("usr/share/fifo: device nodes, sockets and fifos cannot be committed"),
         "{err}"
     );
-    let now = run(Command::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .args(["rev-parse", "t"]));
+    let now = run(ostree(&repo).args(["rev-parse", "t"]));
     assert_eq!(now, first, "the ref must not move on a failed commit");
 }
 
 /// `ostree ls -R -X` of `commit` in `repo`: every path with its mode,
 /// owner, size, link target and extended attributes.
 fn listing(repo: &Path, commit: &str) -> String {
-    run(Command::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .args(["ls", "-R", "-X", commit]))
+    run(ostree(repo).args(["ls", "-R", "-X", commit]))
 }
 
 fn init(repo: &Path, mode: &str) {
-    run(Command::new("ostree")
-        .arg(format!("--repo={}", repo.display()))
-        .args(["init", &format!("--mode={mode}")]));
+    run(ostree(repo).args(["init", &format!("--mode={mode}")]));
 }
 
 /// The fixture committed with the ostree CLI into a new archive repo
@@ -160,8 +152,7 @@ fn archive_commit(dir: &Path, extra: &[&str]) -> (std::path::PathBuf, String) {
     fixture(&tree);
     let src = dir.join("src");
     init(&src, "archive");
-    let commit = run(Command::new("ostree")
-        .arg(format!("--repo={}", src.display()))
+    let commit = run(ostree(&src)
         .args(["commit", "--no-bindings", "-b", "t"])
         .args(extra)
         .arg(format!("--tree=dir={}", tree.display())));
@@ -190,31 +181,23 @@ fn image_import_matches_pull_local() {
     for mode in modes {
         let pulled = d.path().join(format!("pulled-{mode}"));
         init(&pulled, mode);
-        run(Command::new("ostree")
-            .arg(format!("--repo={}", pulled.display()))
-            .arg("pull-local")
-            .arg(&src)
-            .arg(&commit));
+        run(ostree(&pulled).arg("pull-local").arg(&src).arg(&commit));
         for threads in [1, 3] {
             let ours = d.path().join(format!("ours-{mode}-{threads}"));
             init(&ours, mode);
             keelson::image::import::import(&src, &ours, &commit, threads).unwrap();
-            run(Command::new("ostree")
-                .arg(format!("--repo={}", ours.display()))
-                .arg("fsck"));
+            run(ostree(&ours).arg("fsck"));
             assert_eq!(
                 objects(&ours),
                 objects(&pulled),
                 "{mode}, {threads} threads"
             );
             assert_eq!(listing(&ours, &commit), listing(&pulled, &commit));
-            let detached = run(Command::new("ostree")
-                .arg(format!("--repo={}", ours.display()))
-                .args([
-                    "show",
-                    "--print-detached-metadata-key=keelson.test",
-                    &commit,
-                ]));
+            let detached = run(ostree(&ours).args([
+                "show",
+                "--print-detached-metadata-key=keelson.test",
+                &commit,
+            ]));
             assert_eq!(detached, "'detached'");
         }
     }
@@ -285,11 +268,7 @@ fn image_import_of_a_damaged_object_fails() {
     );
     assert!(err.contains(&big.display().to_string()), "{err}");
     assert!(err.contains("inflating"), "{err}");
-    let show = Command::new("ostree")
-        .arg(format!("--repo={}", dest.display()))
-        .args(["show", &commit])
-        .output()
-        .unwrap();
+    let show = ostree(&dest).args(["show", &commit]).output().unwrap();
     assert!(!show.status.success(), "the commit must not be imported");
 }
 
@@ -303,8 +282,7 @@ fn image_import_only_for_self_contained_archive_repos() {
     init(&archive, "archive");
     init(&bare, "bare-user");
     init(&child, "archive");
-    run(Command::new("ostree")
-        .arg(format!("--repo={}", child.display()))
+    run(ostree(&child)
         .args(["config", "set", "core.parent"])
         .arg(&archive));
     let can = |r: &Path| keelson::image::import::can_import(r).unwrap();

@@ -4,10 +4,10 @@
 //! key) accepts that commit and refuses an unsigned one. Needs gpg and the
 //! ostree CLI; no root.
 
-use std::path::Path;
 use std::process::Command;
 
 mod common;
+use common::ostree;
 
 fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -25,12 +25,6 @@ fn ok(cmd: &mut Command) -> String {
     let (s, out) = run(cmd);
     assert!(s, "{cmd:?}:\n{out}");
     out
-}
-
-fn ostree(repo: &Path) -> Command {
-    let mut c = Command::new("ostree");
-    c.arg(format!("--repo={}", repo.display()));
-    c
 }
 
 #[test]

@@ -11,18 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 mod common;
-use common::{Hit, LoggingServer, run};
+use common::{Hit, LoggingServer, ostree, run};
 
 const REF: &str = "keelson/test/x86_64/node";
 
 fn keelson() -> Command {
     Command::new(env!("CARGO_BIN_EXE_keelson"))
-}
-
-fn ostree(repo: &Path) -> Command {
-    let mut c = Command::new("ostree");
-    c.arg(format!("--repo={}", repo.display()));
-    c
 }
 
 /// Deterministic pseudo-random bytes (incompressible, like binaries).

@@ -53,6 +53,13 @@ pub fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The `ostree` CLI on the repo at `repo`.
+pub fn ostree(repo: &Path) -> Command {
+    let mut c = Command::new("ostree");
+    c.arg(format!("--repo={}", repo.display()));
+    c
+}
+
 /// A throwaway GPG signing key in `home`; returns its fingerprint and the
 /// exported public key file.
 pub fn gpg_key(home: &Path) -> (String, PathBuf) {
